@@ -1,0 +1,91 @@
+"""Shared fixtures: a small synthetic face collection in each layout, and a tiny model.
+
+The synthetic "faces" are drawn with PIL (skin-coloured ellipse, eyes, mouth, optional
+glasses with dark or light frames) so the tests need no downloaded data and run in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+ATTRIBUTES = ["Eyeglasses", "Male", "Smiling", "Young"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the decoded-image cache of the tests away from the user's."""
+    os.environ["VAE_DEMO_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def draw_face(rng: random.Random, glasses: str | None, male: bool, smiling: bool, size: int = 250) -> Image.Image:
+    """A crude face, roughly where LFW's deep-funneled photos have theirs."""
+    background = tuple(rng.randrange(60, 200) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    d = ImageDraw.Draw(image)
+    skin = (rng.randrange(170, 240), rng.randrange(120, 190), rng.randrange(90, 160))
+    d.ellipse((78, 55, 172, 200), fill=skin)
+    hair = (30, 20, 10) if male else (120, 80, 30)
+    d.chord((74, 45, 176, 120), 180, 360, fill=hair)
+    for x in (105, 145):
+        d.ellipse((x - 7, 102, x + 7, 112), fill=(255, 255, 255))
+        d.ellipse((x - 3, 104, x + 3, 110), fill=(40, 30, 20))
+    if glasses:
+        colour = (15, 15, 15) if glasses == "dark" else (225, 200, 120)
+        width = 5 if glasses == "dark" else 2
+        for x in (105, 145):
+            d.rectangle((x - 15, 96, x + 15, 118), outline=colour, width=width)
+        d.line((120, 106, 130, 106), fill=colour, width=width)
+    d.arc((105, 145, 145, 175 if smiling else 160), 0, 180, fill=(150, 40, 40), width=4)
+    return image
+
+
+def make_lfw(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """An LFW-layout collection: images/<Person>/<Person>_0001.jpg, attributes.csv, frames.csv."""
+    rng = random.Random(seed)
+    rows, frames = [], []
+    for split, n in per_split.items():
+        for i in range(n):
+            person = f"{split.title()}_Person{i:03d}"
+            glasses = rng.choice([None, None, "dark", "light"])
+            male, smiling, young = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5
+            path = root / "images" / person / f"{person}_0001.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draw_face(rng, glasses, male, smiling).save(path, quality=90)
+            probs = {"Eyeglasses": glasses is not None, "Male": male, "Smiling": smiling, "Young": young}
+            rows.append({"image": f"{person}/{person}_0001.jpg", "person": person, "split": split}
+                        | {k: f"{0.97 if v else 0.02:.3f}" for k, v in probs.items()})
+            if glasses:
+                frames.append({"image": rows[-1]["image"], "frame": glasses, "raters": 2})
+    with open(root / "attributes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "person", "split", *ATTRIBUTES])
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(root / "frames.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "frame", "raters"])
+        writer.writeheader()
+        writer.writerows(frames)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lfw_root(tmp_path_factory) -> Path:
+    return make_lfw(tmp_path_factory.mktemp("lfw"), {"train": 96, "val": 24, "test": 24})
+
+
+TINY_MODEL_FLAGS = ["--image-size", "32", "--channels", "8", "16", "32", "--latent-dim", "8", "--res-blocks", "1"]
+
+
+def run_train(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """train.py in a fresh interpreter with one thread, as a user would run it."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, **kwargs)

@@ -1,0 +1,70 @@
+"""Latent operations on vectors whose answers are known."""
+
+import math
+
+import pytest
+import torch
+
+from vae_demo.latents import arithmetic, edit, group_mean, interpolate, lerp, slerp, traversal
+
+
+def test_slerp_is_exact_at_the_ends():
+    torch.manual_seed(0)
+    a, b = torch.randn(32), torch.randn(32)
+    assert torch.equal(slerp(a, b, 0.0), a)
+    assert torch.equal(slerp(a, b, 1.0), b)
+    path = interpolate(a, b, 9, "slerp")
+    assert torch.equal(path[0], a) and torch.equal(path[-1], b)
+
+
+def test_slerp_keeps_the_norm_where_lerp_shrinks_it():
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    assert slerp(a, b, 0.5).norm().item() == pytest.approx(3.0)
+    assert torch.allclose(slerp(a, b, 0.5), torch.tensor([3 / math.sqrt(2), 3 / math.sqrt(2)]))
+    assert lerp(a, b, 0.5).norm().item() == pytest.approx(3 / math.sqrt(2))
+
+
+def test_slerp_norm_goes_linearly_between_unequal_norms():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 3.0])
+    for t in (0.25, 0.5, 0.75):
+        assert slerp(a, b, t).norm().item() == pytest.approx(1 + 2 * t)
+
+
+def test_slerp_of_parallel_vectors_falls_back_to_lerp():
+    a = torch.tensor([1.0, 1.0])
+    assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a)
+
+
+def test_slerp_angles_are_even():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    path = interpolate(a, b, 5, "slerp")
+    angles = torch.atan2(path[:, 1], path[:, 0])
+    assert torch.allclose(angles.diff(), torch.full((4,), math.pi / 8), atol=1e-6)
+
+
+def test_lerp_path_is_a_straight_line():
+    a, b = torch.zeros(3), torch.tensor([4.0, 8.0, 0.0])
+    assert torch.allclose(interpolate(a, b, 5, "lerp")[1], torch.tensor([1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError):
+        interpolate(a, b, 5, "cubic")
+
+
+def test_arithmetic_on_group_means():
+    men_glasses = [torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 2.0])]  # male=1, glasses=1
+    women_glasses = [torch.tensor([0.0, 1.0, 1.0])]
+    women = [torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0.0, 0.0, 1.0])]
+    # mean(A) = (1, 1, 1), mean(B) = (0, 1, 1), mean(C) = (0, 0, 2): a man without glasses
+    assert torch.equal(arithmetic(men_glasses, women_glasses, women), torch.tensor([1.0, 0.0, 2.0]))
+
+
+def test_group_mean_needs_an_image():
+    assert torch.equal(group_mean(torch.ones(2, 1, 3)), torch.ones(3))
+    with pytest.raises(ValueError):
+        group_mean([])
+
+
+def test_edit_and_traversal_move_along_the_direction():
+    z, d = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0])
+    assert torch.equal(edit(z, d, 2.0), torch.tensor([2.0, 2.0]))
+    steps = traversal(z, d, [-1.0, 0.0, 1.0])
+    assert steps.shape == (3, 2) and torch.equal(steps[1], z) and torch.equal(steps[2], torch.tensor([1.5, 2.0]))

@@ -1,0 +1,107 @@
+"""The model's API, and saving and loading it: round trips, strict keys, clear refusals."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vae_demo import ConvVAE, LatentStats, WeightsError
+from vae_demo.baselines import SeedConvVAE
+from vae_demo.hub import load_model
+
+
+def tiny(**kwargs) -> ConvVAE:
+    torch.manual_seed(0)
+    return ConvVAE(image_size=32, channels=(8, 16, 32), latent_dim=8, res_blocks=1, **kwargs).eval()
+
+
+def test_shapes_and_ranges():
+    model = tiny()
+    x = torch.rand(5, 3, 32, 32)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 8)
+    recon, mu2, _ = model(x)
+    assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
+    assert torch.equal(mu, mu2)
+    assert torch.equal(model.reconstruct(x), model.decode(mu))
+
+
+def test_bad_constructor_arguments_are_refused():
+    with pytest.raises(ValueError, match="divide"):
+        ConvVAE(image_size=30, channels=(8, 16))
+    with pytest.raises(ValueError, match="likelihood"):
+        ConvVAE(likelihood="laplace")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny(likelihood="gaussian_learned")
+    model.latent_stats = LatentStats.fit(torch.randn(50, 8))
+    model.latent_stats.directions["Eyeglasses"] = torch.ones(8)
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architecture"] == "ConvVAE" and config["latent_dim"] == 8 and config["channels"] == [8, 16, 32]
+
+    loaded = ConvVAE.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
+    assert torch.equal(loaded.latent_stats.directions["Eyeglasses"], torch.ones(8))
+    assert torch.allclose(loaded.latent_stats.cov, model.latent_stats.cov)
+    assert isinstance(load_model(tmp_path / "m"), ConvVAE)
+
+
+def test_seed_baseline_round_trips_through_load_model(tmp_path):
+    torch.manual_seed(0)
+    model = SeedConvVAE(image_size=32).eval()
+    model.save_pretrained(tmp_path / "seed")
+    loaded = load_model(tmp_path / "seed")
+    assert isinstance(loaded, SeedConvVAE)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
+
+
+def test_missing_key_is_refused_naming_the_file(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(weights)
+    del state["to_posterior.weight"]
+    save_file(state, weights)
+    with pytest.raises(WeightsError, match="missing.*to_posterior.weight") as error:
+        ConvVAE.from_pretrained(tmp_path / "m")
+    assert "model.safetensors" in str(error.value)
+
+
+def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["latent_dim"] = 16
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="wrong shape"):
+        load_model(tmp_path / "m")
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="model.safetensors"):
+        load_model(tmp_path / "m")
+
+
+def test_missing_config_is_refused_rather_than_defaulted(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").unlink()
+    with pytest.raises(WeightsError, match="config.json"):
+        load_model(tmp_path / "m")
+    with pytest.raises(WeightsError, match="config.json"):
+        ConvVAE.from_pretrained(tmp_path / "m")
+
+
+def test_half_precision_weights_load_into_float32(tmp_path):
+    model = tiny()
+    model.half().save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert loaded.reconstruct(torch.rand(1, 3, 32, 32)).isfinite().all()

@@ -1,0 +1,437 @@
+"""Train a face VAE on an image collection and write a model folder the app can load.
+
+Single process (CUDA if present, else CPU):
+    python train.py --data ../shared/data/lfw --out runs/default
+Several GPUs:
+    torchrun --nproc_per_node 4 train.py --data /data/celeba --out runs/celeba
+Continue a stopped run exactly where its last checkpoint left it:
+    python train.py --out runs/default --resume
+Publish to the Hub at the end (token from HF_TOKEN):
+    python train.py ... --push-to-hub me/face-vae
+
+A run folder holds checkpoint.pt (written atomically every --checkpoint-every steps and at
+each epoch's end), metrics.jsonl (one line per epoch), grids/ (samples and reconstructions
+per epoch) and, at the end, model/ (save_pretrained: config.json, model.safetensors,
+latent_stats.safetensors, README.md model card, metrics.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from vae_demo.baselines import SeedConvVAE
+from vae_demo.card import write_model_card
+from vae_demo.data import DataError, EpochSampler, FaceData, load_split
+from vae_demo.evaluate import evaluate, model_pass, summarize
+from vae_demo.hub import PublishError, publish
+from vae_demo.images import uint8_to_float
+from vae_demo.latent_stats import LatentStats, compute_directions
+from vae_demo.model import ConvVAE, HubVAE
+from vae_demo.objective import kl_warmup, negative_elbo
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "../shared/data/lfw"  # LFW, CelebA or class-per-folder image collection
+    out: str = "runs/default"  # run folder: checkpoint, metrics, grids, model/
+    image_size: int = 128  # side of the square face crops
+    max_train_images: int = 0  # use only the first N training images (0: all); for smoke tests
+    flip: bool = True  # random horizontal flips (faces are nearly symmetric)
+    # model
+    arch: str = "conv"  # "conv" (ours) or "seed" (the seed tutorial's baseline)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # encoder widths, one per halving
+    latent_dim: int = 256  # size of z
+    res_blocks: int = 2  # residual blocks per low-resolution stage
+    likelihood: str = "gaussian_optimal"  # decoder p(x|z): see vae_demo/objective.py
+    # objective
+    beta: float = 1.0  # KL weight after warm-up (1.0 is the true ELBO)
+    kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0
+    # optimisation
+    epochs: int = 30  # passes over the training split
+    time_budget_min: float = 0.0  # stop after this many minutes of training (0: none), summed over resumes
+    batch_size: int = 64  # per process
+    lr: float = 1e-3  # AdamW peak learning rate, cosine-decayed to lr/10
+    lr_warmup_steps: int = 300  # linear warm-up; without it Adam's first steps blow up log-variances
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 100.0  # max gradient norm (the loss is in nats per image, so gradients are large)
+    seed: int = 0  # seeds weights, data order, flips and reparameterisation noise
+    # machinery
+    device: str = "auto"  # "auto" (CUDA if present), "cuda" or "cpu"
+    threads: int = 0  # CPU threads (0: torch's default)
+    workers: int = 2  # data loader workers on CUDA (on the CPU batches are sliced in-process)
+    compile: bool = False  # torch.compile the model (CUDA; first steps are slow)
+    checkpoint_every: int = 200  # steps between checkpoints
+    resume: bool = False  # continue from out/checkpoint.pt
+    push_to_hub: str = ""  # Hub repo id to publish the model to at the end
+    save_fp16: bool = False  # store the final weights in float16 (half the size)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Command-line flags from the TrainConfig fields; each help text shows the default."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    comments = _field_comments()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{comments.get(f.name, '')} (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif f.type.startswith("tuple"):
+            parser.add_argument(flag, type=int, nargs="+", default=f.default, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
+    args = parser.parse_args(argv)
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+
+
+def _field_comments() -> dict[str, str]:
+    import inspect
+
+    comments = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        name, _, rest = line.strip().partition(":")
+        if "#" in rest and name.isidentifier():
+            comments[name] = rest.split("#", 1)[1].strip()
+    return comments
+
+
+# Processes and devices ----------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """One process, or one of several started by torchrun (which sets RANK and WORLD_SIZE)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return Runtime(torch.device("cuda" if use_cuda else "cpu"))
+    rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Runtime(torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"), rank, world_size)
+
+
+def build_model(cfg: TrainConfig) -> HubVAE:
+    if cfg.arch == "seed":
+        return SeedConvVAE(image_size=cfg.image_size)
+    if cfg.arch != "conv":
+        raise SystemExit(f"error: --arch must be 'conv' or 'seed', got {cfg.arch!r}")
+    return ConvVAE(
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        latent_dim=cfg.latent_dim,
+        res_blocks=cfg.res_blocks,
+        likelihood=cfg.likelihood,
+    )
+
+
+# Checkpoints ------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file and rename: a kill mid-write leaves the previous checkpoint intact."""
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise SystemExit(f"error: checkpoint {path} cannot be read ({error}); delete it to start afresh") from None
+
+
+# Training ---------------------------------------------------------------------------------
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def train(cfg: TrainConfig) -> Path | None:
+    """Run (or resume) training; returns the model folder on the main process."""
+    rt = setup_runtime(cfg)
+    out = Path(cfg.out)
+    checkpoint_path = out / "checkpoint.pt"
+    if rt.is_main:
+        (out / "grids").mkdir(parents=True, exist_ok=True)
+
+    train_data = load_split(cfg.data, "train", cfg.image_size)
+    if cfg.max_train_images:
+        train_data = _head(train_data, cfg.max_train_images)
+    val_data = load_split(cfg.data, "val", cfg.image_size) if rt.is_main else None
+    if len(train_data) < cfg.batch_size * rt.world_size:
+        raise DataError(f"the train split has {len(train_data)} images, fewer than one batch per process")
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process
+    # channels_last: faster convolutions on CUDA (tensor cores) and measurably on the CPU too
+    model = build_model(cfg).to(rt.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_data) // (cfg.batch_size * rt.world_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    budget_s = cfg.time_budget_min * 60 or math.inf
+
+    state = {"step": 0, "epoch": 0, "train_seconds": 0.0, "best": None, "sums": {}}
+    if cfg.resume and checkpoint_path.is_file():
+        checkpoint = load_checkpoint(checkpoint_path)
+        if checkpoint["model_config"] != model.config:
+            raise SystemExit(
+                f"error: {checkpoint_path} holds a model with config {checkpoint['model_config']}, "
+                f"but the flags describe {model.config}; pass the same flags to resume"
+            )
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        torch.set_rng_state(checkpoint["rng"][rt.rank])
+        if rt.is_main:
+            print(f"resuming from {checkpoint_path}: epoch {state['epoch']}, step {state['step']}")
+    else:
+        torch.manual_seed(cfg.seed * 1000 + rt.rank + 1)  # different noise per process
+    model_config = model.config
+    if rt.world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.cuda else None)
+    train_model = torch.compile(model) if cfg.compile else model
+    raw_model: HubVAE = model.module if rt.world_size > 1 else model
+
+    def checkpoint_now() -> None:
+        rng = [torch.get_rng_state()]
+        if rt.world_size > 1:
+            rng = [torch.empty_like(rng[0]) for _ in range(rt.world_size)]
+            dist.all_gather_object(rng, torch.get_rng_state())
+        if rt.is_main:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "config": asdict(cfg),
+                    "model_config": model_config,
+                    "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                    "rng": rng,
+                },
+            )
+
+    fixed_val = val_data.images[:16] if val_data is not None else None
+    fixed_z = torch.randn(64, raw_model.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
+
+    while state["epoch"] < cfg.epochs and state["train_seconds"] < budget_s:
+        epoch = state["epoch"]
+        done_in_epoch = state["step"] - epoch * steps_per_epoch
+        sampler = EpochSampler(len(train_data), cfg.seed, epoch, rt.rank, rt.world_size, skip=done_in_epoch * cfg.batch_size)
+        batches = _batches(train_data.images, sampler, cfg, rt)
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch - done_in_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not rt.is_main,
+            dynamic_ncols=True,
+        )
+        model.train()
+        tic = time.perf_counter()
+        for x in bar:
+            x = uint8_to_float(x.to(rt.device, non_blocking=True))
+            if cfg.flip:
+                flip = torch.rand(len(x)) < 0.5
+                x[flip] = x[flip].flip(-1)
+            x = x.contiguous(memory_format=torch.channels_last)
+            progress = max(state["step"] / total_steps, state["train_seconds"] / budget_s)
+            lr = _learning_rate(cfg.lr, state["step"], cfg.lr_warmup_steps, progress)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            beta = kl_warmup(state["step"], cfg.kl_warmup_steps, cfg.beta)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=rt.cuda):
+                recon, mu, logvar = train_model(x)
+            terms = negative_elbo(x, recon, mu, logvar, raw_model.likelihood, getattr(raw_model, "log_sigma", None), beta)
+            if not torch.isfinite(terms.loss):
+                raise NonFiniteLossError(
+                    f"the loss became {terms.loss.item()} at epoch {epoch + 1}, step {state['step']}; stopped. "
+                    f"The last good checkpoint is {checkpoint_path}: lower --lr or --grad-clip and resume."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if raw_model.likelihood == "gaussian_optimal":
+                raw_model.log_sigma.data.copy_(terms.log_sigma)  # remember the optimum, for sampling
+
+            state["step"] += 1
+            with torch.no_grad():
+                for name, value in (
+                    ("loss", terms.loss),
+                    ("neg_elbo", terms.negative_elbo),
+                    ("kl", terms.kl),
+                    ("log_sigma", terms.log_sigma),
+                ):
+                    state["sums"][name] = state["sums"].get(name, 0.0) + value.item()
+                state["sums"]["n"] = state["sums"].get("n", 0) + 1
+            bar.set_postfix(neg_elbo=f"{terms.negative_elbo.item():.0f}", kl=f"{terms.kl.item():.0f}", lr=f"{lr:.1e}")
+            now = time.perf_counter()
+            state["train_seconds"] += now - tic
+            tic = now
+            if state["step"] % cfg.checkpoint_every == 0:
+                checkpoint_now()
+            if _out_of_time(state, budget_s, rt):
+                state["train_seconds"] = max(state["train_seconds"], budget_s)  # agree on every rank
+                break
+        else:
+            state["epoch"] += 1
+        epoch_finished = state["step"] == state["epoch"] * steps_per_epoch and state["epoch"] > epoch
+        if rt.is_main and (epoch_finished or state["train_seconds"] >= budget_s):
+            record = _end_of_epoch(raw_model, state, val_data, fixed_val, fixed_z, out, rt)
+            print(json.dumps(record))
+        checkpoint_now()
+
+    if rt.world_size > 1:
+        dist.barrier()
+    model_dir = finish(raw_model, state, cfg, train_data, val_data, out) if rt.is_main else None
+    if rt.world_size > 1:
+        dist.destroy_process_group()
+    return model_dir
+
+
+def _out_of_time(state: dict, budget_s: float, rt: Runtime) -> bool:
+    """Whether the time budget is spent; with several processes rank 0's clock decides for all."""
+    if budget_s == math.inf:
+        return False
+    spent = torch.tensor([float(state["train_seconds"] >= budget_s)])
+    if rt.world_size > 1:
+        dist.broadcast(spent, src=0)  # gloo and nccl alike; on CUDA the tensor is tiny
+    return bool(spent.item())
+
+
+def _head(data: FaceData, n: int) -> FaceData:
+    return FaceData(
+        images=data.images[:n],
+        attributes={k: v[:n] for k, v in data.attributes.items()},
+        paths=data.paths[:n],
+        frame_light=None if data.frame_light is None else data.frame_light[:n],
+    )
+
+
+def _batches(images: torch.Tensor, sampler: EpochSampler, cfg: TrainConfig, rt: Runtime):
+    """Batches of uint8 images. On CUDA a DataLoader with workers and pinned memory feeds the GPU."""
+    if not rt.cuda:
+        order = torch.tensor(sampler.indices(), dtype=torch.long)
+        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            yield images[order[start : start + cfg.batch_size]]
+        return
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=True,
+        drop_last=True,
+        persistent_workers=False,
+    )
+    for (x,) in loader:
+        yield x
+
+
+def _learning_rate(lr: float, step: int, warmup_steps: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay to lr / 10 as progress (by steps or by time) goes 0 -> 1."""
+    warmup = min(1.0, (step + 1) / max(1, warmup_steps))
+    progress = min(1.0, progress)
+    return warmup * lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def _end_of_epoch(model: HubVAE, state: dict, val_data, fixed_val, fixed_z, out: Path, rt: Runtime) -> dict:
+    """Validate, keep the best weights by validation -ELBO, log a line and save grids."""
+    from torchvision.utils import save_image
+
+    sums = state["sums"]
+    n = max(1, sums.get("n", 1))
+    record = {"epoch": state["epoch"], "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
+    record |= {f"train_{k}": v / n for k, v in sums.items() if k != "n"}
+    val = summarize(model_pass(model, val_data.images))
+    record |= {f"val_{k}": v for k, v in val.items()}
+    state["sums"] = {}
+    if state["best"] is None or val["neg_elbo_bits_per_dim"] < state["best"]["val_neg_elbo_bits_per_dim"]:
+        state["best"] = {
+            "epoch": state["epoch"],
+            "val_neg_elbo_bits_per_dim": val["neg_elbo_bits_per_dim"],
+            "val_psnr": val["psnr"],
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        }
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    x = uint8_to_float(fixed_val).to(rt.device)
+    save_image(torch.cat([x, model.reconstruct(x).float()]), out / "grids" / f"recon_{state['epoch']:03d}.png", nrow=16)
+    save_image(model.decode(fixed_z.to(rt.device)).float(), out / "grids" / f"prior_{state['epoch']:03d}.png", nrow=8)
+    model.train()
+    return record
+
+
+def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, val_data: FaceData, out: Path) -> Path:
+    """Best weights -> latent statistics and directions -> model folder with card -> Hub."""
+    if state["best"] is not None:
+        model.load_state_dict(state["best"]["model"])
+    model.eval()
+    train_pass = model_pass(model, train_data.images)
+    stats = LatentStats.fit(train_pass.mu)
+    stats.directions, stats.info = compute_directions(train_pass.mu, train_data.attributes, train_data.frame_light)
+    model.latent_stats = stats
+
+    metrics = {"val": evaluate(model, val_data.images)}
+    try:
+        metrics["test"] = evaluate(model, load_split(cfg.data, "test", cfg.image_size).images, val_data.images)
+    except DataError as error:
+        print(f"no test metrics: {error}")
+    model_dir = out / "model"
+    if cfg.save_fp16:
+        model.half()
+    model.save_pretrained(model_dir)
+    model.float()
+    write_model_card(model_dir, model, cfg=asdict(cfg), metrics=metrics, state=state, n_train=len(train_data))
+    print(f"model saved to {model_dir}; metrics: {json.dumps(metrics)}")
+    if cfg.push_to_hub:
+        try:
+            print(f"published: {publish(model_dir, cfg.push_to_hub)}")
+        except PublishError as error:
+            print(f"error: {error}", file=sys.stderr)
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        train(cfg)
+    except (DataError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The model card (README.md of a model folder): data, settings and measured metrics.
+
+The metrics are also written to metrics.json beside it, for the app's About tab.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vae_demo.model import HubVAE, count_parameters
+
+METRICS_FILE = "metrics.json"
+ROWS = (
+    ("psnr", "PSNR (dB, higher is better)", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("mse", "MSE", "{:.5f}"),
+    ("neg_elbo_bits_per_dim", "negative ELBO (bits/dim, 8-bit)", "{:.3f}"),
+    ("kl_nats", "KL (nats)", "{:.0f}"),
+    ("active_units", "active units", "{}"),
+    ("n_images", "images", "{}"),
+)
+
+
+def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, state: dict, n_train: int) -> None:
+    """Write README.md (with Hub front matter) and metrics.json into a saved model folder."""
+    splits = list(metrics)
+    table = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for key, label, fmt in ROWS:
+        table.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
+    best = state.get("best") or {}
+    directions = model.latent_stats.info if model.latent_stats is not None else {}
+    direction_lines = [
+        f"- `{name}`: {info['positives']} positives vs {info['negatives']} negatives, "
+        f"balanced over {', '.join(info.get('balanced_over', [])) or 'nothing'}"
+        for name, info in directions.items()
+    ]
+    config = json.dumps(model.config, indent=2, sort_keys=True)
+    settings = json.dumps({k: v for k, v in cfg.items() if k != "push_to_hub"}, indent=2)
+    text = f"""---
+library_name: vae_demo
+license: mit
+tags:
+- vae
+- faces
+- image-generation
+- pytorch_model_hub_mixin
+---
+
+# Face VAE ({model.config["architecture"]}, {model.image_size} x {model.image_size})
+
+A variational autoencoder for face photos, trained with
+[vae_demo](https://github.com/) `train.py`. Load it with:
+
+```python
+from vae_demo.hub import load_model
+model = load_model("path/or/repo-id")
+mu, logvar = model.encode(images)  # images: float in [0, 1], (B, 3, {model.image_size}, {model.image_size})
+faces = model.decode(mu)
+```
+
+## Data
+`{cfg["data"]}`: {n_train} training images, cropped to the training framing (eyes at 42% of
+the height). Selected by the validation split (epoch {best.get("epoch", "?")} of
+{state["epoch"]}), reported on the test split, which played no part in training or selection.
+Training took {state["train_seconds"] / 60:.1f} minutes for {state["step"]} steps.
+
+## Metrics
+Reconstructions from the posterior mean; the negative ELBO uses one posterior sample per
+image and the decoder variance set to its optimum on the validation split.
+
+{chr(10).join(table)}
+
+{count_parameters(model):,} parameters.
+
+## Latent statistics
+`latent_stats.safetensors`: mean and covariance of the training codes (the "fitted" sampler)
+and attribute directions (difference of mean codes of confident positives and negatives):
+
+{chr(10).join(direction_lines) or "- none"}
+
+## Model config
+```json
+{config}
+```
+
+## Training settings
+```json
+{settings}
+```
+"""
+    (folder / "README.md").write_text(text)
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
