@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -247,7 +247,9 @@ def train(cfg: TrainConfig) -> Path | None:
     while state["epoch"] < cfg.epochs and state["train_seconds"] < budget_s:
         epoch = state["epoch"]
         done_in_epoch = state["step"] - epoch * steps_per_epoch
-        sampler = EpochSampler(len(train_data), cfg.seed, epoch, rt.rank, rt.world_size, skip=done_in_epoch * cfg.batch_size)
+        sampler = EpochSampler(
+            len(train_data), cfg.seed, epoch, rt.rank, rt.world_size, skip=done_in_epoch * cfg.batch_size
+        )
         batches = _batches(train_data.images, sampler, cfg, rt)
         bar = tqdm(
             batches,
@@ -271,7 +273,9 @@ def train(cfg: TrainConfig) -> Path | None:
             beta = kl_warmup(state["step"], cfg.kl_warmup_steps, cfg.beta)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=rt.cuda):
                 recon, mu, logvar = train_model(x)
-            terms = negative_elbo(x, recon, mu, logvar, raw_model.likelihood, getattr(raw_model, "log_sigma", None), beta)
+            terms = negative_elbo(
+                x, recon, mu, logvar, raw_model.likelihood, getattr(raw_model, "log_sigma", None), beta
+            )
             if not torch.isfinite(terms.loss):
                 raise NonFiniteLossError(
                     f"the loss became {terms.loss.item()} at epoch {epoch + 1}, step {state['step']}; stopped. "

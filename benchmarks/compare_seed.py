@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=100.0, help="training minutes for each model (default: 100)")
     parser.add_argument("--data", default="../shared/data/lfw", help="image collection (default: ../shared/data/lfw)")
     parser.add_argument("--out", default="runs/compare", help="folder for both runs (default: runs/compare)")
-    parser.add_argument("--epochs", type=int, default=40, help="upper bound on epochs (default: 40)")
+    parser.add_argument("--epochs", type=int, default=1000, help="upper bound on epochs; time decides first (default: 1000)")
     parser.add_argument("extra", nargs="*", help="more train.py flags for both runs, after --")
     args = parser.parse_args()
 
@@ -62,9 +62,22 @@ def main() -> int:
     for name in RUNS:
         metrics_path = out / f"{name}_test.json"
         subprocess.run(
-            [sys.executable, "-m", "vae_demo.evaluate", "--model", str(out / name / "model"), "--data", args.data,
-             "--split", "test", "--out", str(metrics_path)],
-            check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "vae_demo.evaluate",
+                "--model",
+                str(out / name / "model"),
+                "--data",
+                args.data,
+                "--split",
+                "test",
+                "--out",
+                str(metrics_path),
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
         )
         results[name] = json.loads(metrics_path.read_text())
     table = ["| | ours | seed tutorial |", "|---|---|---|"]

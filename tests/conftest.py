@@ -61,8 +61,10 @@ def make_lfw(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             draw_face(rng, glasses, male, smiling).save(path, quality=90)
             probs = {"Eyeglasses": glasses is not None, "Male": male, "Smiling": smiling, "Young": young}
-            rows.append({"image": f"{person}/{person}_0001.jpg", "person": person, "split": split}
-                        | {k: f"{0.97 if v else 0.02:.3f}" for k, v in probs.items()})
+            rows.append(
+                {"image": f"{person}/{person}_0001.jpg", "person": person, "split": split}
+                | {k: f"{0.97 if v else 0.02:.3f}" for k, v in probs.items()}
+            )
             if glasses:
                 frames.append({"image": rows[-1]["image"], "frame": glasses, "raters": 2})
     with open(root / "attributes.csv", "w", newline="") as f:
@@ -87,5 +89,6 @@ TINY_MODEL_FLAGS = ["--image-size", "32", "--channels", "8", "16", "32", "--late
 def run_train(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """train.py in a fresh interpreter with one thread, as a user would run it."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True, **kwargs
+    )

@@ -30,7 +30,9 @@ class SeedConvVAE(HubVAE):
         likelihood: The tutorial's loss is summed MSE, "gaussian_fixed".
     """
 
-    def __init__(self, image_size: int = 128, latent_dim: int = 100, hidden: int = 1024, likelihood: str = "gaussian_fixed"):
+    def __init__(
+        self, image_size: int = 128, latent_dim: int = 100, hidden: int = 1024, likelihood: str = "gaussian_fixed"
+    ):
         super().__init__()
         self.image_size, self.latent_dim, self.likelihood = image_size, latent_dim, likelihood
         self.bottom_shape = (32, image_size // 8, image_size // 8)
@@ -41,7 +43,9 @@ class SeedConvVAE(HubVAE):
         self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(n_bottom, hidden), nn.ReLU())
         self.to_mu = nn.Linear(hidden, latent_dim)
         self.to_log_std = nn.Linear(hidden, latent_dim)  # std = exp(linear), as in the tutorial
-        self.from_latent = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_bottom), nn.ReLU())
+        self.from_latent = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_bottom), nn.ReLU()
+        )
         layers = []
         for c_in, c_out in ((32, 16), (16, 8)):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]

@@ -113,7 +113,9 @@ def summarize(result: PassResult, log_sigma: float | None = None) -> dict:
     }
 
 
-def evaluate(model: HubVAE, images: torch.Tensor, sigma_images: torch.Tensor | None = None, batch_size: int = 128) -> dict:
+def evaluate(
+    model: HubVAE, images: torch.Tensor, sigma_images: torch.Tensor | None = None, batch_size: int = 128
+) -> dict:
     """Metrics on `images`, with the decoder variance at its optimum on `sigma_images` (or on `images`)."""
     log_sigma = None if sigma_images is None else model_pass(model, sigma_images, batch_size).optimal_log_sigma()
     return summarize(model_pass(model, images, batch_size), log_sigma)

@@ -194,16 +194,19 @@ def _align_by_eyes(image: Image.Image, left: tuple, right: tuple, size: int) -> 
     scale = np.linalg.norm(src) / np.linalg.norm(dst)  # source pixels per output pixel
     angle = np.arctan2(src[1], src[0]) - np.arctan2(dst[1], dst[0])
     cos, sin = scale * np.cos(angle), scale * np.sin(angle)
-    # Output (u, v) maps to source A @ (u, v) + t; PIL wants the inverse map's coefficients.
     a = np.array([[cos, -sin], [sin, cos]])
     t = np.array(left) - a @ target_left
-    coefficients = (a[0, 0], a[0, 1], t[0], a[1, 0], a[1, 1], t[1])
-    return image.transform((size, size), Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor=BACKGROUND)
+    return _affine(image, (a[0, 0], a[0, 1], t[0], a[1, 0], a[1, 1], t[1]), size)
 
 
 def _crop_padded(image: Image.Image, box: tuple, size: int) -> Image.Image:
     """Crop box (which may reach past the edges, filled with white) and scale to size."""
-    side = box[2] - box[0]
-    scale = side / size
-    coefficients = (scale, 0, box[0], 0, scale, box[1])
-    return image.transform((size, size), Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor=BACKGROUND)
+    scale = (box[2] - box[0]) / size
+    return _affine(image, (scale, 0, box[0], 0, scale, box[1]), size)
+
+
+def _affine(image: Image.Image, coefficients: tuple, size: int) -> Image.Image:
+    """A size x size output whose pixel (u, v) comes from source (a u + b v + c, d u + e v + f)."""
+    return image.transform(
+        (size, size), Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor=BACKGROUND
+    )

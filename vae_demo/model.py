@@ -235,7 +235,7 @@ class ConvVAE(HubVAE):
         self.bottom_shape = (channels[-1], bottom, bottom)
 
         encoder, size = [], image_size
-        for c_in, c_out in zip((in_channels, *channels[:-1]), channels):
+        for c_in, c_out in zip((in_channels, *channels[:-1]), channels, strict=True):
             size //= 2
             encoder.append(down(c_in, c_out))
             if size <= res_block_max_size:
@@ -249,7 +249,7 @@ class ConvVAE(HubVAE):
         self.from_latent = nn.Linear(latent_dim, n_bottom)
         decoder = []
         reversed_channels = channels[::-1]
-        for c_in, c_out in zip(reversed_channels, (*reversed_channels[1:], reversed_channels[-1])):
+        for c_in, c_out in zip(reversed_channels, (*reversed_channels[1:], reversed_channels[-1]), strict=True):
             if size <= res_block_max_size:
                 decoder.extend(ResBlock(c_in) for _ in range(res_blocks))
             decoder.append(up(c_in, c_out))

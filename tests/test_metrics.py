@@ -1,0 +1,66 @@
+"""The image metrics and the latent statistics against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from vae_demo.evaluate import PassResult, psnr, ssim, summarize
+from vae_demo.latent_stats import LatentStats, attribute_direction, compute_directions
+
+
+def test_psnr_of_a_known_error():
+    x = torch.zeros(1, 3, 8, 8)
+    assert psnr(x, x + 0.1).item() == pytest.approx(20.0, abs=1e-4)
+
+
+def test_ssim_is_one_for_identical_images_and_lower_for_noise():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    assert (ssim(x, (x + 0.3 * torch.randn_like(x)).clamp(0, 1)) < 0.7).all()
+
+
+def test_summary_uses_the_given_decoder_variance():
+    result = PassResult(
+        psnr=torch.tensor([20.0]),
+        ssim=torch.tensor([0.5]),
+        mse=torch.tensor([0.01]),
+        sampled_squared_error=torch.tensor([4.0], dtype=torch.float64),
+        kl=torch.tensor([3.0]),
+        mu=torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
+        dims=100,
+    )
+    log_sigma = math.log(0.2)
+    metrics = summarize(result, log_sigma)
+    nll = 4.0 / (2 * 0.04) + 100 * (log_sigma + 0.5 * math.log(2 * math.pi))
+    assert metrics["neg_elbo_nats"] == pytest.approx(nll + 3.0)
+    assert metrics["neg_elbo_bits_per_dim"] == pytest.approx(((nll + 3.0) / 100 + math.log(256)) / math.log(2))
+    assert metrics["active_units"] == 1  # only the first dimension varies across images
+    assert summarize(result)["decoder_log_sigma"] == pytest.approx(0.5 * math.log(4.0 / 100))
+
+
+def test_fitted_sampler_reproduces_the_code_distribution():
+    torch.manual_seed(0)
+    codes = torch.randn(20_000, 3) @ torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.5]]) + 5
+    stats = LatentStats.fit(codes)
+    samples = stats.sample(20_000, "fitted", generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(samples.mean(0), codes.mean(0), atol=0.05)
+    assert torch.allclose(torch.cov(samples.T), torch.cov(codes.T), atol=0.1)
+    assert stats.sample(4, "prior").shape == (4, 3)
+    prior = stats.sample(5000, "prior", temperature=0.5, generator=torch.Generator().manual_seed(2))
+    assert prior.std().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_attribute_direction_is_balanced_over_confounders():
+    # Dimension 0 carries glasses, dimension 1 carries sex. Glasses wearers here are mostly men,
+    # so the unbalanced difference of means would also point along the sex dimension.
+    male = torch.tensor([1.0] * 8 + [0.0] * 2 + [1.0] * 2 + [0.0] * 8)
+    glasses = torch.tensor([1.0] * 10 + [0.0] * 10)
+    codes = torch.stack([glasses * 3, male * 2], dim=1)
+    naive, _ = attribute_direction(codes, glasses > 0.5, glasses < 0.5)
+    assert naive[1] > 1.0
+    attributes = {"Eyeglasses": glasses, "Male": male, "Young": torch.full((20,), float("nan"))}
+    directions, info = compute_directions(codes, attributes)
+    assert torch.allclose(directions["Eyeglasses"], torch.tensor([3.0, 0.0]))
+    assert info["Eyeglasses"]["positives"] == info["Eyeglasses"]["negatives"] == 4  # 2 men + 2 women each side

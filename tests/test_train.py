@@ -1,0 +1,177 @@
+"""train.py end to end on a small synthetic collection: learning, resuming, DDP, bad input.
+
+Each test runs train.py in a subprocess, as a user would, with a tiny model at 32 px.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, TINY_MODEL_FLAGS, run_train
+from safetensors.torch import load_file
+
+from vae_demo.hub import load_model
+
+COMMON = [
+    *TINY_MODEL_FLAGS,
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+    "--lr-warmup-steps",
+    "5",
+    "--kl-warmup-steps",
+    "10",
+]
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def trained_run(lfw_root, tmp_path_factory):
+    """One short training run shared by the tests that inspect its outputs."""
+    out = tmp_path_factory.mktemp("run")
+    result = run_train(["--data", str(lfw_root), "--out", str(out), "--epochs", "6", *COMMON], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_training_lowers_the_loss_and_writes_a_model_folder(trained_run):
+    log = metrics(trained_run)
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert log[-1]["train_neg_elbo"] < log[0]["train_neg_elbo"] - 500
+    assert log[-1]["val_psnr"] > log[0]["val_psnr"]
+    model_dir = trained_run / "model"
+    for name in ("config.json", "model.safetensors", "latent_stats.safetensors", "README.md", "metrics.json"):
+        assert (model_dir / name).is_file(), name
+    model = load_model(model_dir)
+    assert {"Eyeglasses", "Male", "Smiling", "Young", "frame_light"} <= set(model.latent_stats.directions)
+    card = (model_dir / "README.md").read_text()
+    assert "library_name: vae_demo" in card and "PSNR" in card
+    assert set(json.loads((model_dir / "metrics.json").read_text())) == {"val", "test"}
+    assert len(list((trained_run / "grids").glob("recon_*.png"))) == 6
+
+
+def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, tmp_path):
+    args = ["--data", str(lfw_root), "--epochs", "3", "--checkpoint-every", "2", *COMMON]
+    unbroken = run_train([*args, "--out", str(tmp_path / "unbroken")], timeout=600)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, "--out", str(killed_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed_dir / "model").exists(), "the run finished before it was killed"
+    checkpoint = torch.load(killed_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["state"]["step"] < 18  # 3 epochs of 96 / 16 = 6 steps
+
+    resumed = run_train([*args, "--out", str(killed_dir), "--resume"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    a = load_file(tmp_path / "unbroken" / "model" / "model.safetensors")
+    b = load_file(killed_dir / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the unbroken run's"
+    assert metrics(killed_dir)[-1]["val_neg_elbo_nats"] == metrics(tmp_path / "unbroken")[-1]["val_neg_elbo_nats"]
+
+
+def test_resume_refuses_different_model_flags(lfw_root, tmp_path):
+    args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "1", *COMMON]
+    assert run_train(args, timeout=600).returncode == 0
+    result = run_train([*args, "--resume", "--latent-dim", "4"], timeout=600)
+    assert result.returncode != 0 and "pass the same flags to resume" in result.stderr
+
+
+def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        str(ROOT / "train.py"),
+        "--data",
+        str(lfw_root),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        *COMMON,
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = metrics(tmp_path)
+    assert [r["step"] for r in log] == [3, 6]  # 96 images / (16 per process * 2 processes)
+    assert load_model(tmp_path / "model").reconstruct(torch.rand(1, 3, 32, 32)).isfinite().all()
+
+
+def test_missing_data_folder_is_a_message_not_a_traceback(tmp_path):
+    result = run_train(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], timeout=300)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):
+    out = tmp_path / "metrics.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vae_demo.evaluate",
+            "--model",
+            str(trained_run / "model"),
+            "--data",
+            str(lfw_root),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    written = json.loads(out.read_text())
+    assert written == json.loads(result.stdout)
+    assert {"psnr", "ssim", "mse", "neg_elbo_bits_per_dim", "kl_nats", "active_units", "n_images"} <= set(written)
+    assert written["n_images"] == 24 and written["sigma_split"] == "val"
+    assert 10 < written["psnr"] < 60 and 0 < written["ssim"] <= 1 and written["kl_nats"] > 0
+    assert written["psnr"] == pytest.approx(
+        json.loads((trained_run / "model" / "metrics.json").read_text())["test"]["psnr"]
+    )
+
+
+def test_evaluate_reports_a_wrong_model_folder(tmp_path, lfw_root):
+    result = subprocess.run(
+        [sys.executable, "-m", "vae_demo.evaluate", "--model", str(tmp_path), "--data", str(lfw_root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "config.json" in result.stderr and "Traceback" not in result.stderr
