@@ -311,7 +311,7 @@ def train(cfg: TrainConfig) -> Path | None:
             state["epoch"] += 1
         epoch_finished = state["step"] == state["epoch"] * steps_per_epoch and state["epoch"] > epoch
         if rt.is_main and (epoch_finished or state["train_seconds"] >= budget_s):
-            record = _end_of_epoch(raw_model, state, val_data, fixed_val, fixed_z, out, rt)
+            record = _end_of_epoch(raw_model, state, steps_per_epoch, val_data, fixed_val, fixed_z, out, rt)
             print(json.dumps(record))
         checkpoint_now()
 
@@ -370,13 +370,20 @@ def _learning_rate(lr: float, step: int, warmup_steps: int, progress: float) -> 
 
 
 @torch.no_grad()
-def _end_of_epoch(model: HubVAE, state: dict, val_data, fixed_val, fixed_z, out: Path, rt: Runtime) -> dict:
+def _end_of_epoch(
+    model: HubVAE, state: dict, steps_per_epoch: int, val_data, fixed_val, fixed_z, out: Path, rt: Runtime
+) -> dict:
     """Validate, keep the best weights by validation -ELBO, log a line and save grids."""
     from torchvision.utils import save_image
 
     sums = state["sums"]
     n = max(1, sums.get("n", 1))
-    record = {"epoch": state["epoch"], "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
+    record = {
+        "epoch": state["epoch"],
+        "epochs_done": round(state["step"] / steps_per_epoch, 3),  # fractional when the time budget ran out
+        "step": state["step"],
+        "train_seconds": round(state["train_seconds"], 1),
+    }
     record |= {f"train_{k}": v / n for k, v in sums.items() if k != "n"}
     val = summarize(model_pass(model, val_data.images))
     record |= {f"val_{k}": v for k, v in val.items()}

@@ -36,7 +36,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=100.0, help="training minutes for each model (default: 100)")
     parser.add_argument("--data", default="../shared/data/lfw", help="image collection (default: ../shared/data/lfw)")
     parser.add_argument("--out", default="runs/compare", help="folder for both runs (default: runs/compare)")
-    parser.add_argument("--epochs", type=int, default=1000, help="upper bound on epochs; time decides first (default: 1000)")
+    parser.add_argument(
+        "--epochs", type=int, default=1000, help="upper bound on epochs; time decides first (default: 1000)"
+    )
     parser.add_argument("extra", nargs="*", help="more train.py flags for both runs, after --")
     args = parser.parse_args()
 

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vae_demo.latent_stats import LATENT_STATS_FILE, LatentStats
+from vae_demo.objective import FIXED_LOG_SIGMA
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -222,7 +223,7 @@ class ConvVAE(HubVAE):
         res_blocks: int = 2,
         res_block_max_size: int = 16,
         likelihood: str = "gaussian_optimal",
-        log_sigma: float = math.log(math.sqrt(0.5)),
+        log_sigma: float = FIXED_LOG_SIGMA,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:

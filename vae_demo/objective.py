@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 LOG_256 = math.log(256.0)
+FIXED_LOG_SIGMA = math.log(math.sqrt(0.5))  # sigma^2 = 1/2: the NLL is the summed MSE plus a constant
 
 
 class ElboTerms(NamedTuple):
@@ -86,6 +87,8 @@ def reconstruction_nll(
         return nll, x_hat.new_zeros(())
     if likelihood == "gaussian_optimal":
         log_sigma = optimal_log_sigma(x, x_hat).detach()
+    elif likelihood == "gaussian_fixed":
+        log_sigma = x.new_tensor(FIXED_LOG_SIGMA)
     elif log_sigma is None:
         raise ValueError(f"likelihood {likelihood!r} needs the decoder's log_sigma")
     return gaussian_nll(x, x_hat, log_sigma), log_sigma
@@ -107,7 +110,7 @@ def negative_elbo(
         x_hat: Decoder mean for a reparameterised sample z ~ q(z|x), same shape.
         mu, logvar: Posterior parameters, (B, latent_dim).
         likelihood: One of vae_demo.model.LIKELIHOODS.
-        log_sigma: The decoder's shared log std (Gaussian likelihoods other than "optimal").
+        log_sigma: The decoder's shared log std, for "gaussian_learned".
         beta: Weight of the KL term (beta = 1 is the ELBO; warm-up ramps it from 0).
     """
     nll, used_log_sigma = reconstruction_nll(x.float(), x_hat.float(), likelihood, log_sigma)
