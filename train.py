@@ -38,7 +38,7 @@ from vae_demo.data import DataError, EpochSampler, FaceData, load_split
 from vae_demo.evaluate import evaluate, model_pass, summarize
 from vae_demo.hub import PublishError, publish
 from vae_demo.images import uint8_to_float
-from vae_demo.latent_stats import LatentStats, compute_directions
+from vae_demo.latent_stats import LatentStats
 from vae_demo.model import ConvVAE, HubVAE
 from vae_demo.objective import kl_warmup, negative_elbo
 
@@ -409,10 +409,8 @@ def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, v
     if state["best"] is not None:
         model.load_state_dict(state["best"]["model"])
     model.eval()
-    train_pass = model_pass(model, train_data.images)
-    stats = LatentStats.fit(train_pass.mu)
-    stats.directions, stats.info = compute_directions(train_pass.mu, train_data.attributes, train_data.frame_light)
-    model.latent_stats = stats
+    codes = model_pass(model, train_data.images).mu
+    model.latent_stats = LatentStats.fit(codes, train_data.attributes, train_data.frame_light)
 
     metrics = {"val": evaluate(model, val_data.images)}
     try:

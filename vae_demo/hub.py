@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
@@ -17,6 +20,8 @@ from vae_demo.baselines import SeedConvVAE
 from vae_demo.model import CONFIG_FILE, ConvVAE, HubVAE, WeightsError
 
 ARCHITECTURES: dict[str, type[HubVAE]] = {"ConvVAE": ConvVAE, "SeedConvVAE": SeedConvVAE}
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
+HUB_TIMEOUT_S = 6.0
 
 
 class PublishError(RuntimeError):
@@ -71,3 +76,56 @@ def publish(folder: str | Path, repo_id: str, token: str | None = None, private:
             f"The model is saved in {folder}; run train.py --publish-only again when the Hub can be reached."
         ) from None
     return commit.commit_url
+
+
+@dataclass
+class ModelChoice:
+    """The model an app runs on, where it came from, and why, if it is not the one asked for."""
+
+    model: HubVAE
+    source: str  # e.g. "Hub repo me/face-vae @ v1" or "bundled model (assets/model)"
+    folder: Path | None  # a local folder holding its files (for the model card), if any
+    warning: str | None = None
+
+
+def load_with_fallback(
+    requested: str | None = None,
+    revision: str | None = None,
+    timeout_s: float = HUB_TIMEOUT_S,
+    bundled: Path = BUNDLED_MODEL,
+) -> ModelChoice:
+    """Load the requested model, or the bundled one (saying why) when that fails or takes too long.
+
+    A Hub download runs in a worker thread and is abandoned after `timeout_s`, so an app
+    never hangs at start-up on a slow or absent network.
+    """
+    if not requested or (os.path.isdir(requested) and Path(requested).resolve() == bundled.resolve()):
+        return ModelChoice(
+            load_model(bundled), f"bundled model ({bundled.relative_to(bundled.parent.parent)})", bundled
+        )
+    is_folder = os.path.isdir(requested)
+    label = f"local folder {requested}" if is_folder else f"Hub repo {requested} @ {revision or 'main'}"
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-download")
+    future = pool.submit(load_model, requested, revision)
+    pool.shutdown(wait=False)
+    try:
+        model = future.result(timeout=timeout_s)
+    except FutureTimeout:
+        reason = f"no answer within {timeout_s:g} s"
+    except Exception as error:  # offline, missing repo, bad files: all fall back the same way
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    else:
+        folder = Path(requested) if is_folder else _hub_folder(requested, revision)
+        return ModelChoice(model, label, folder)
+    warning = f"Could not load the {label} ({reason}). Showing the bundled model instead."
+    choice = load_with_fallback(None, bundled=bundled)
+    choice.warning = warning
+    return choice
+
+
+def _hub_folder(repo_id: str, revision: str | None) -> Path | None:
+    """The local snapshot folder of a downloaded Hub model (for its card and metrics), if cached."""
+    try:
+        return Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, local_files_only=True)).parent
+    except Exception:
+        return None

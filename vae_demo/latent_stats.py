@@ -46,10 +46,17 @@ class LatentStats:
     info: dict[str, dict] = field(default_factory=dict)  # name -> how it was computed
 
     @classmethod
-    def fit(cls, codes: torch.Tensor) -> LatentStats:
-        """Mean and covariance of codes (N, D)."""
-        codes = codes.double()
-        return cls(mean=codes.mean(0).float(), cov=torch.cov(codes.T).float())
+    def fit(
+        cls,
+        codes: torch.Tensor,
+        attributes: dict[str, torch.Tensor] | None = None,
+        frame_light: torch.Tensor | None = None,
+    ) -> LatentStats:
+        """Mean and covariance of codes (N, D), and attribute directions where labels are given."""
+        stats = cls(mean=codes.double().mean(0).float(), cov=torch.cov(codes.double().T).float())
+        if attributes:
+            stats.directions, stats.info = compute_directions(codes, attributes, frame_light)
+        return stats
 
     def sample(
         self,
@@ -102,7 +109,8 @@ def attribute_direction(
             smaller, so both sides have the same mix of confounders.
 
     Returns:
-        The direction (D,) and counts {"positives", "negatives", "strata"}.
+        The direction (D,) and {"positives", "negatives", "strata", "negative_level",
+        "positive_level"}: counts, and each side's mean coordinate along the unit direction.
     """
     if strata is None:
         strata = torch.zeros(len(codes), dtype=torch.long)
@@ -117,7 +125,15 @@ def attribute_direction(
     if len(pos) == 0:
         raise ValueError("no stratum has both positives and negatives")
     direction = codes[pos].mean(0) - codes[neg].mean(0)
-    return direction, {"positives": len(pos), "negatives": len(neg), "strata": int(strata.unique().numel())}
+    unit = direction / direction.norm().clamp_min(1e-12)
+    return direction, {
+        "positives": len(pos),
+        "negatives": len(neg),
+        "strata": int(strata.unique().numel()),
+        # mean coordinates of each side along the unit direction: where "dark" and "light" lie
+        "negative_level": float((codes[neg] @ unit).mean()),
+        "positive_level": float((codes[pos] @ unit).mean()),
+    }
 
 
 def confounder_strata(attributes: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
@@ -174,3 +190,31 @@ def compute_directions(
             continue
         info[name]["balanced_over"] = [b for b in balance_over if b in attributes]
     return directions, dict(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Recompute a model folder's latent statistics from a data set, in place.
+
+    python -m vae_demo.latent_stats --model runs/default/model --data ../shared/data/lfw
+    """
+    import argparse
+
+    from vae_demo.data import load_split
+    from vae_demo.evaluate import model_pass
+    from vae_demo.hub import load_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder to update")
+    parser.add_argument("--data", default="../shared/data/lfw", help="labelled collection (default: LFW)")
+    parser.add_argument("--split", default="train", help="split to compute them on (default: train)")
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    data = load_split(args.data, args.split, model.image_size)
+    stats = LatentStats.fit(model_pass(model, data.images).mu, data.attributes, data.frame_light)
+    stats.save(Path(args.model) / LATENT_STATS_FILE)
+    print(json.dumps(stats.info, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
