@@ -25,6 +25,8 @@ from vae_demo.studio import DIRECTION_LABELS, EDIT_RANGE, MAX_SAMPLES, Studio
 MAX_UPLOAD = "10mb"
 TWO_PHOTOS, DIRECTION = "Between two photos", "Along the frame-colour direction"
 EXAMPLE, UPLOAD, RANDOM = "Example", "Upload", "Random face"
+# Faces are 128 px; show them larger, smoothly scaled by the browser rather than re-encoded.
+CSS = ".face img { width: 100%; height: 100%; object-fit: contain; }"
 LIVE = {"show_progress": "hidden", "trigger_mode": "always_last"}  # slider drags: no overlay, latest value wins
 
 
@@ -165,8 +167,17 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 face = gr.Dropdown(wearers, value=darks[0], label="Face to recolour", visible=False)
             with gr.Row():
                 with gr.Column(scale=2):
-                    t_frame = gr.Slider(0, 1, value=0, step=0.01, label="Frame colour: dark → light")
-                    frame_out = gr.Image(label="Face", height=384, format="png", interactive=False)
+                    t_frame = gr.Slider(
+                        0, 1, value=0, step=0.01, label="Frame colour: dark → light", elem_id="showcase-slider"
+                    )
+                    frame_out = gr.Image(
+                        label="Face",
+                        height=384,
+                        format="png",
+                        interactive=False,
+                        elem_id="showcase-image",
+                        elem_classes="face",
+                    )
                 with gr.Column(scale=1):
                     showcase_upload = PhotoInput(label="…or your own photo with glasses", type="filepath", height=200)
                     showcase_gif = gr.DownloadButton("Download GIF", variant="primary")
@@ -184,23 +195,35 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                     label="Sampler",
                 )
             with gr.Row():
-                sample_button = gr.Button("Sample", variant="primary")
-                random_seed = gr.Button("Random seed")
+                sample_button = gr.Button("Sample", variant="primary", elem_id="sample-button")
+                random_seed = gr.Button("Random seed", elem_id="random-seed")
             gallery = gr.Gallery(
-                label="Random faces", columns=8, height=420, format="png", buttons=["download", "fullscreen"]
+                label="Random faces",
+                elem_id="sample-gallery",
+                columns=8,
+                height=420,
+                format="png",
+                buttons=["download", "fullscreen"],
             )
 
         with gr.Tab("Reconstruct", id="reconstruct"):
             with gr.Row():
                 with gr.Column():
                     recon_upload = PhotoInput(
-                        label="Upload, webcam or paste", type="filepath", sources=["upload", "webcam", "clipboard"]
+                        label="Upload, webcam or paste",
+                        type="filepath",
+                        sources=["upload", "webcam", "clipboard"],
+                        elem_id="recon-upload",
                     )
                     recon_example = gr.Dropdown(examples, value=examples[0][1], label="…or an example")
                     recon_button = gr.Button("Reconstruct", variant="primary")
-                crop_out = gr.Image(label="Face as the model sees it", format="png", interactive=False)
-                recon_out = gr.Image(label="Reconstruction", format="png", interactive=False)
-            recon_note = gr.Markdown()
+                crop_out = gr.Image(
+                    label="Face as the model sees it", format="png", interactive=False, elem_classes="face"
+                )
+                recon_out = gr.Image(
+                    label="Reconstruction", format="png", interactive=False, elem_id="recon-image", elem_classes="face"
+                )
+            recon_note = gr.Markdown(elem_id="recon-note")
             send_button = gr.Button("Use this face in the other tabs")
 
         with gr.Tab("Interpolate", id="interpolate"):
@@ -216,9 +239,16 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
             with gr.Row():
                 method = gr.Radio(["slerp", "lerp"], value="slerp", label="Path")
                 steps = gr.Slider(2, 32, value=8, step=1, label="Frames in the strip")
-                t_path = gr.Slider(0, 1, value=0.5, step=0.01, label="t: A → B")
+                t_path = gr.Slider(0, 1, value=0.5, step=0.01, label="t: A → B", elem_id="path-slider")
             with gr.Row():
-                path_out = gr.Image(label="Face at t", height=320, format="png", interactive=False)
+                path_out = gr.Image(
+                    label="Face at t",
+                    height=320,
+                    format="png",
+                    interactive=False,
+                    elem_id="path-image",
+                    elem_classes="face",
+                )
                 path_gif = gr.DownloadButton("Download GIF")
             path_strip = gr.Gallery(label="A to B", columns=8, height=180, object_fit="contain")
             path_codes = gr.State()
@@ -229,14 +259,21 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
             women_glasses = [e.name for e in studio.examples if not e.male and e.glasses][:3]
             women = [e.name for e in studio.examples if not e.male and not e.glasses][:3]
             with gr.Row():
-                group_a = gr.CheckboxGroup(examples, value=men_glasses, label="A: men with glasses")
+                group_a = gr.CheckboxGroup(examples, value=men_glasses, label="A: men with glasses", elem_id="group-a")
                 group_b = gr.CheckboxGroup(examples, value=women_glasses, label="B: women with glasses")
                 group_c = gr.CheckboxGroup(no_glasses + wearers, value=women, label="C: women without glasses")
             with gr.Accordion("Add your own photos to a group", open=False), gr.Row():
                 files = [gr.File(file_count="multiple", file_types=["image"], label=f"Group {g}") for g in "ABC"]
-            combine_button = gr.Button("A − B + C", variant="primary")
+            combine_button = gr.Button("A − B + C", variant="primary", elem_id="combine-button")
             with gr.Row():
-                combined = gr.Image(label="Result", height=320, format="png", interactive=False)
+                combined = gr.Image(
+                    label="Result",
+                    height=320,
+                    format="png",
+                    interactive=False,
+                    elem_id="combined-image",
+                    elem_classes="face",
+                )
                 means = gr.Gallery(label="Group means", columns=3, height=200)
             gr.Markdown("### Attribute sliders\nMove one face along learned directions; 0 leaves it as it is.")
             with gr.Row():
@@ -247,11 +284,18 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                         gr.Slider(*EDIT_RANGE, value=0, step=0.05, label=DIRECTION_LABELS[name])
                         for name in studio.directions
                     ]
-                edited = gr.Image(label="Edited face", height=384, format="png", interactive=False)
+                edited = gr.Image(
+                    label="Edited face",
+                    height=384,
+                    format="png",
+                    interactive=False,
+                    elem_id="edited-image",
+                    elem_classes="face",
+                )
             edit_code = gr.State()
 
         with gr.Tab("About", id="about"):
-            gr.Markdown(about_text(choice))
+            gr.Markdown(about_text(choice), elem_id="about")
 
         # Wiring -------------------------------------------------------------------------------
         showcase_inputs = [mode, dark, light, face, showcase_upload, t_frame]
@@ -365,7 +409,7 @@ def main() -> None:
     print(f"model: {choice.source}", flush=True)
     demo = build_app(choice)
     demo.queue(default_concurrency_limit=2, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True, css=CSS)
 
 
 if __name__ == "__main__":

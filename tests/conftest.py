@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,33 @@ def run_train(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True, **kwargs
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str, list[str]]:
+    """Launch app.py on a free loopback port; returns the process, its URL and its output so far."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
+        cwd=ROOT,
+        env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"} | (env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            raise RuntimeError("app.py exited:\n" + "".join(lines))
+        lines.append(line)
+        if "Running on local URL" in line:
+            return process, f"http://127.0.0.1:{port}/", lines
+    process.kill()
+    raise RuntimeError("app.py did not start in 120 s:\n" + "".join(lines))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -121,6 +122,11 @@ class FaceCrop:
         return self.method != "centre"
 
 
+# OpenCV's cascade classifiers are not safe to call from two threads at once (a web app
+# serves several requests in parallel), so detection holds this lock.
+_DETECTION_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=1)
 def _cascades():
     import cv2
@@ -146,15 +152,16 @@ def face_crop(image: Image.Image, size: int) -> FaceCrop:
     scale = min(1.0, 640.0 / max(rgb.size))
     small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))))
     grey = np.asarray(small.convert("L"))
-    face_cascade, eye_cascade = _cascades()
     min_side = max(24, min(grey.shape) // 8)
-    faces = face_cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    with _DETECTION_LOCK:  # also guards the first, lazy import of cv2
+        face_cascade, eye_cascade = _cascades()
+        faces = face_cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+        eyes = _find_eyes(grey, faces, eye_cascade) if len(faces) else None
     if len(faces) == 0:
         return FaceCrop(center_square(rgb).resize((size, size), Image.Resampling.LANCZOS), "centre")
-    x, y, w, h = (v / scale for v in max(faces, key=lambda f: f[2] * f[3]))
+    x, y, w, h = (v / scale for v in _largest(faces))
     cx, cy, side = x + FACE_BOX_CENTRE[0] * w, y + FACE_BOX_CENTRE[1] * h, FACE_BOX_SIDE * w
     box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-    eyes = _find_eyes(grey, [v * scale for v in (x, y, w, h)], eye_cascade)
     if eyes is not None:
         (lx, ly), (rx, ry) = ((ex / scale, ey / scale) for ex, ey in eyes)
         # Trust the eyes only where the face box expects them: the eye cascade also fires on
@@ -170,8 +177,13 @@ def face_crop(image: Image.Image, size: int) -> FaceCrop:
     return FaceCrop(_crop_padded(rgb, box, size), "face")
 
 
-def _find_eyes(grey: np.ndarray, face: list[float], cascade) -> tuple | None:
-    x, y, w, h = (int(round(v)) for v in face)
+def _largest(boxes) -> tuple:
+    return tuple(max(boxes, key=lambda b: b[2] * b[3]))
+
+
+def _find_eyes(grey: np.ndarray, faces, cascade) -> tuple | None:
+    """Centres of two plausible eyes in the upper part of the largest face box, left first."""
+    x, y, w, h = (int(v) for v in _largest(faces))
     upper = grey[y : y + h // 2 + h // 8, x : x + w]
     found = cascade.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=4, minSize=(max(8, w // 10),) * 2)
     if len(found) < 2:
