@@ -80,7 +80,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
             a, b = studio.face(dark).z, studio.face(light).z
         else:
             a, b = studio.frame_colour_endpoints(studio.face(photo(upload, face)).z)
-        return [a, b], studio.path(a, b, t), studio.strip(a, b, 8), studio.gif(a, b)
+        return [a, b], studio.path(a, b, t), studio.strip(a, b, 8)
 
     def showcase_frame(codes, t):
         return studio.path(codes[0], codes[1], t) if codes else None
@@ -126,7 +126,11 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
     ):
         a = endpoint(source_a, example_a, upload_a, seed_a)
         b = endpoint(source_b, example_b, upload_b, seed_b)
-        return [a, b], studio.path(a, b, t, method), studio.strip(a, b, steps, method), studio.gif(a, b, method)
+        return [a, b], studio.path(a, b, t, method), studio.strip(a, b, steps, method)
+
+    def make_gif(codes, method="slerp"):
+        """Runs after the strip is shown, so the page never waits for the GIF."""
+        return studio.gif(codes[0], codes[1], method) if codes else None
 
     def interpolate_frame(codes, t, method):
         return studio.path(codes[0], codes[1], t, method) if codes else None
@@ -299,16 +303,22 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
 
         # Wiring -------------------------------------------------------------------------------
         showcase_inputs = [mode, dark, light, face, showcase_upload, t_frame]
-        showcase_outputs = [showcase_codes, frame_out, showcase_strip, showcase_gif]
+        showcase_outputs = [showcase_codes, frame_out, showcase_strip]
         for component in (dark, light, face, showcase_upload):
-            component.change(showcase_prepare, showcase_inputs, showcase_outputs, api_name=False)
+            component.change(showcase_prepare, showcase_inputs, showcase_outputs, api_name=False).then(
+                make_gif, showcase_codes, showcase_gif, api_name=False
+            )
         mode.change(
             lambda m: (gr.update(visible=m == TWO_PHOTOS),) * 2 + (gr.update(visible=m == DIRECTION),),
             mode,
             [dark, light, face],
             api_name=False,
-        ).then(showcase_prepare, showcase_inputs, showcase_outputs, api_name=False)
-        demo.load(showcase_prepare, showcase_inputs, showcase_outputs, api_name="showcase_prepare")
+        ).then(showcase_prepare, showcase_inputs, showcase_outputs, api_name=False).then(
+            make_gif, showcase_codes, showcase_gif, api_name=False
+        )
+        demo.load(showcase_prepare, showcase_inputs, showcase_outputs, api_name="showcase_prepare").then(
+            make_gif, showcase_codes, showcase_gif, api_name="showcase_gif"
+        )
         t_frame.input(showcase_frame, [showcase_codes, t_frame], frame_out, api_name="showcase_frame", **LIVE)
         t_frame.release(showcase_frame, [showcase_codes, t_frame], frame_out, api_name=False, **LIVE)
 
@@ -336,10 +346,14 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
         )
 
         path_inputs = [*endpoints, method, steps, t_path]
-        path_outputs = [path_codes, path_out, path_strip, path_gif]
+        path_outputs = [path_codes, path_out, path_strip]
         for component in (*endpoints, method, steps):
-            component.change(interpolate_prepare, path_inputs, path_outputs, api_name=False)
-        demo.load(interpolate_prepare, path_inputs, path_outputs, api_name="interpolate_prepare")
+            component.change(interpolate_prepare, path_inputs, path_outputs, api_name=False).then(
+                make_gif, [path_codes, method], path_gif, api_name=False
+            )
+        demo.load(interpolate_prepare, path_inputs, path_outputs, api_name="interpolate_prepare").then(
+            make_gif, [path_codes, method], path_gif, api_name="interpolate_gif"
+        )
         t_path.input(interpolate_frame, [path_codes, t_path, method], path_out, api_name="interpolate_frame", **LIVE)
         t_path.release(interpolate_frame, [path_codes, t_path, method], path_out, api_name=False, **LIVE)
 

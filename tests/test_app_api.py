@@ -59,8 +59,9 @@ def test_reconstruct_an_upload_without_a_face_says_so(client, tmp_path):
 
 
 def test_showcase_slider_moves_from_dark_to_light(client):
-    frame, strip, gif = client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
+    frame, strip = client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
     assert len(strip) == 8
+    gif = client.predict(api_name="/showcase_gif")
     with Image.open(gif) as animation:
         assert animation.format == "GIF" and animation.n_frames >= 32
     start = client.predict(0.0, api_name="/showcase_frame")
@@ -70,15 +71,13 @@ def test_showcase_slider_moves_from_dark_to_light(client):
 
 
 def test_showcase_along_the_direction(client):
-    frame, strip, _ = client.predict(
-        "Along the frame-colour direction", *SHOWCASE[1:], 0.5, api_name="/showcase_prepare"
-    )
+    frame, strip = client.predict("Along the frame-colour direction", *SHOWCASE[1:], 0.5, api_name="/showcase_prepare")
     assert len(strip) == 8 and pixels(frame).shape == (128, 128, 3)
 
 
 def test_interpolation_endpoints_and_path(client):
-    frame, strip, gif = client.predict(*INTERPOLATE, 0.5, api_name="/interpolate_prepare")
-    assert len(strip) == 6 and Path(gif).suffix == ".gif"
+    frame, strip = client.predict(*INTERPOLATE, 0.5, api_name="/interpolate_prepare")
+    assert len(strip) == 6 and Path(client.predict("slerp", api_name="/interpolate_gif")).suffix == ".gif"
     half = client.predict(0.5, "slerp", api_name="/interpolate_frame")
     assert np.abs(pixels(half) - pixels(frame)).max() <= 1
     assert np.abs(pixels(client.predict(0.0, "slerp", api_name="/interpolate_frame")) - pixels(half)).mean() > 2
