@@ -105,3 +105,19 @@ def test_half_precision_weights_load_into_float32(tmp_path):
     loaded = load_model(tmp_path / "m")
     assert next(loaded.parameters()).dtype == torch.float32
     assert loaded.reconstruct(torch.rand(1, 3, 32, 32)).isfinite().all()
+
+
+def test_publishing_without_a_token_or_a_network_fails_clearly(tmp_path, monkeypatch):
+    from vae_demo.hub import PublishError, publish
+
+    tiny().save_pretrained(tmp_path / "m")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(PublishError, match="HF_TOKEN"):
+        publish(tmp_path / "m", "someone/face-vae")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_for_test")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(PublishError) as error:
+        publish(tmp_path / "m", "someone/face-vae")
+    message = str(error.value)
+    assert "could not publish" in message and "python -m vae_demo.hub" in message
+    assert "hf_secret_token_for_test" not in message

@@ -128,6 +128,17 @@ def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
     assert load_model(tmp_path / "model").reconstruct(torch.rand(1, 3, 32, 32)).isfinite().all()
 
 
+def test_exploding_loss_stops_with_a_message_and_keeps_the_last_checkpoint(lfw_root, tmp_path):
+    # An absurd learning rate drives the weights, and so the loss, to infinity within a few steps.
+    args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "5", *COMMON]
+    result = run_train([*args, "--lr", "1e9", "--checkpoint-every", "1"], timeout=600)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "the loss became" in result.stderr and "last good checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+
+
 def test_missing_data_folder_is_a_message_not_a_traceback(tmp_path):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], timeout=300)
     assert result.returncode == 1

@@ -3,6 +3,9 @@
 Usage:
     >>> model = load_model("assets/model")  # doctest: +SKIP
     >>> publish("runs/default/model", "me/face-vae")  # doctest: +SKIP
+
+Publish a finished model folder from the shell (token from HF_TOKEN):
+    python -m vae_demo.hub runs/default/model me/face-vae
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def publish(folder: str | Path, repo_id: str, token: str | None = None, private:
     except Exception as error:  # offline, refused, or rate-limited: all end the same way
         raise PublishError(
             f"could not publish {folder} to the Hub repo {repo_id}: {type(error).__name__}: {error}. "
-            f"The model is saved in {folder}; run train.py --publish-only again when the Hub can be reached."
+            f"The model is saved in {folder}; publish it later with: python -m vae_demo.hub {folder} {repo_id}"
         ) from None
     return commit.commit_url
 
@@ -129,3 +132,25 @@ def _hub_folder(repo_id: str, revision: str | None) -> Path | None:
         return Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, local_files_only=True)).parent
     except Exception:
         return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Publish a model folder to the Hugging Face Hub (token: HF_TOKEN).")
+    parser.add_argument("folder", help="a model folder written by train.py (its model/ subfolder)")
+    parser.add_argument("repo_id", help="Hub repo id, e.g. me/face-vae")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    args = parser.parse_args(argv)
+    try:
+        load_model(args.folder)  # refuse to publish something the app could not load
+        print(f"published: {publish(args.folder, args.repo_id, private=args.private)}")
+    except (WeightsError, PublishError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The README's pictures: random samples and test-split reconstructions of a model.
+
+    python benchmarks/make_figures.py --model assets/model --data ../shared/data/lfw --out assets/figures
+
+Writes samples.png (fitted sampler, temperature 0.8, seed 0, and the same seeds from the
+N(0, I) prior below them), reconstructions.png (test photos, glasses wearers first, each
+above its reconstruction) and frame_colour.png (the showcase strip, dark to light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vae_demo.data import load_split  # noqa: E402
+from vae_demo.hub import load_model  # noqa: E402
+from vae_demo.images import uint8_to_float  # noqa: E402
+from vae_demo.latents import interpolate  # noqa: E402
+from vae_demo.studio import Studio  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
+    parser.add_argument("--data", default="../shared/data/lfw", help="collection with a test split")
+    parser.add_argument("--out", default="assets/figures", help="output folder (default: assets/figures)")
+    parser.add_argument("--columns", type=int, default=8, help="images per row (default: 8)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model)
+    studio = Studio(model)
+    n = args.columns
+
+    with torch.inference_mode():
+        fitted = model.decode(model.latent_stats.sample(2 * n, "fitted", 0.8, torch.Generator().manual_seed(0)))
+        prior = model.decode(model.latent_stats.sample(n, "prior", 0.8, torch.Generator().manual_seed(0)))
+        save_image(torch.cat([fitted, prior]), out / "samples.png", nrow=n, padding=2, pad_value=1.0)
+
+        test = load_split(args.data, "test", model.image_size)
+        glasses = torch.nonzero(test.attributes["Eyeglasses"] > 0.9).flatten()[: n // 2]
+        others = torch.nonzero(test.attributes["Eyeglasses"] < 0.1).flatten()[: n - len(glasses)]
+        x = uint8_to_float(test.images[torch.cat([glasses, others])])
+        save_image(torch.cat([x, model.reconstruct(x)]), out / "reconstructions.png", nrow=n, pad_value=1.0)
+
+        dark, light = studio.example_names(frame="dark")[0], studio.example_names(frame="light")[0]
+        path = interpolate(studio.face(dark).z, studio.face(light).z, n)
+        save_image(model.decode(path), out / "frame_colour.png", nrow=n, padding=2, pad_value=1.0)
+    print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
