@@ -262,9 +262,9 @@ def train(cfg: TrainConfig) -> Path | None:
         tic = time.perf_counter()
         for x in bar:
             x = uint8_to_float(x.to(rt.device, non_blocking=True))
-            if cfg.flip:
-                flip = torch.rand(len(x)) < 0.5
-                x[flip] = x[flip].flip(-1)
+            if cfg.flip:  # the mask is drawn on the CPU, so CPU and CUDA runs see the same flips
+                flip = (torch.rand(len(x)) < 0.5).to(x.device)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             x = x.contiguous(memory_format=torch.channels_last)
             progress = max(state["step"] / total_steps, state["train_seconds"] / budget_s)
             lr = _learning_rate(cfg.lr, state["step"], cfg.lr_warmup_steps, progress)

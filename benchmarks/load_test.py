@@ -1,0 +1,132 @@
+"""Many users at once: concurrent gradio_client sessions against the app on loopback.
+
+    python benchmarks/load_test.py [--clients 16] [--requests 40] [--max-seconds 900]
+
+Starts `python app.py` on 127.0.0.1, warms it up, records its resident memory, then runs
+`--clients` threads, each its own session making `--requests` mixed requests (showcase
+slider steps, samples of 16, reconstructions of freshly altered photos, GIFs). Bounded in
+count and in time; it never talks to anything but the app it started. Prints errors (and
+"queue full" answers separately), median and p95 latency per request kind, and memory
+before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from gradio_client import Client, handle_file
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+from app_latency import SHOWCASE, _altered_photos, peak_rss_mb  # noqa: E402
+from conftest import free_port  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent sessions (default: 16)")
+    parser.add_argument("--requests", type=int, default=40, help="requests per session (default: 40)")
+    parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this long (default: 900)")
+    args = parser.parse_args()
+
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
+    )  # fmt: skip
+    try:
+        while "Running on local URL" not in (line := app.stdout.readline()):
+            if not line and app.poll() is not None:
+                raise SystemExit("app.py exited before it started")
+        threading.Thread(target=lambda: [None for _ in app.stdout], daemon=True).start()  # keep the pipe drained
+        url = f"http://127.0.0.1:{port}/"
+        photos = _altered_photos(args.clients * args.requests)
+        warm = Client(url, verbose=False)
+        warm.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
+        for i in range(5):
+            warm.predict(i / 4, api_name="/showcase_frame")
+            warm.predict(i, 0.8, 16, "fitted", api_name="/sample")
+            warm.predict(handle_file(str(photos[-1 - i])), None, api_name="/reconstruct")
+            warm.predict(api_name="/showcase_gif")
+        memory_before = rss_mb(app.pid)
+
+        latencies: dict[str, list[float]] = defaultdict(list)
+        errors: dict[str, int] = defaultdict(int)
+        deadline = time.time() + args.max_seconds
+        lock = threading.Lock()
+
+        def session(index: int) -> None:
+            rng = random.Random(index)
+            client = Client(url, verbose=False)
+            client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
+            calls = {
+                "slider step": lambda: client.predict(rng.random(), api_name="/showcase_frame"),
+                "sample of 16": lambda: client.predict(rng.randrange(10**6), 0.8, 16, "fitted", api_name="/sample"),
+                "reconstruction": lambda: client.predict(
+                    handle_file(str(photos[index * args.requests + rng.randrange(args.requests)])),
+                    None,
+                    api_name="/reconstruct",
+                ),  # fmt: skip
+                "GIF": lambda: client.predict(api_name="/showcase_gif"),
+            }
+            kinds = ["slider step"] * 6 + ["sample of 16", "reconstruction", "GIF"]
+            for _ in range(args.requests):
+                if time.time() > deadline:
+                    return
+                kind = rng.choice(kinds)
+                tic = time.perf_counter()
+                try:
+                    calls[kind]()
+                    with lock:
+                        latencies[kind].append((time.perf_counter() - tic) * 1000)
+                except Exception as error:
+                    with lock:
+                        errors["queue full" if "queue is full" in str(error).lower() else kind] += 1
+
+        started = time.time()
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.time() - started
+        memory_after = rss_mb(app.pid)
+        peak = peak_rss_mb(app.pid)
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+    total = sum(len(v) for v in latencies.values())
+    print(f"{args.clients} sessions x {args.requests} requests in {elapsed:.0f} s; {total} answered, "
+          f"errors: {dict(errors) or 0}\n")  # fmt: skip
+    print("| request | n | median (ms) | p95 (ms) |")
+    print("|---|---|---|---|")
+    for kind, values in sorted(latencies.items()):
+        print(f"| {kind} | {len(values)} | {statistics.median(values):.0f} | {np.percentile(values, 95):.0f} |")
+    growth = (memory_after - memory_before) / memory_before * 100
+    print(f"\nServer memory after warm-up {memory_before:.0f} MB, after the load {memory_after:.0f} MB "
+          f"({growth:+.1f}%), peak {peak:.0f} MB")  # fmt: skip
+    return 0 if not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
