@@ -19,7 +19,7 @@ import random
 import gradio as gr
 
 from vae_demo.hub import ModelChoice, load_with_fallback
-from vae_demo.images import ImageError
+from vae_demo.images import ImageError, unreadable
 from vae_demo.studio import DIRECTION_LABELS, EDIT_RANGE, MAX_SAMPLES, Studio
 
 MAX_UPLOAD = "10mb"
@@ -39,9 +39,8 @@ class PhotoInput(gr.Image):
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
-        except Exception as error:
-            reason = type(error).__name__
-            raise gr.Error(f"That file could not be read as an image ({reason}). Try a JPEG or PNG.") from None
+        except Exception as error:  # Gradio opens the file first; say what went wrong the same way we do
+            raise gr.Error(sentence(unreadable(error))) from None
 
 
 def user_errors(fn):
@@ -52,9 +51,14 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ImageError as error:
-            raise gr.Error(str(error)[:1].upper() + str(error)[1:] + ".") from None
+            raise gr.Error(sentence(error)) from None
 
     return wrapper
+
+
+def sentence(error: Exception) -> str:
+    text = str(error)
+    return text[:1].upper() + text[1:] + "."
 
 
 def photo(upload: str | None, example: str | None) -> str:

@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,6 +122,29 @@ def start_app(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, st
             raise RuntimeError("app.py exited:\n" + "".join(lines))
         lines.append(line)
         if "Running on local URL" in line:
+            # Keep reading its output, so a chatty app never blocks on a full pipe.
+            threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
             return process, f"http://127.0.0.1:{port}/", lines
     process.kill()
     raise RuntimeError("app.py did not start in 120 s:\n" + "".join(lines))
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """One app process (the bundled model) shared by the API, hostile-input and browser tests."""
+    process, url, _ = start_app()
+    yield process, url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server) -> str:
+    return app_server[1]
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

@@ -14,19 +14,6 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    process, url, _ = start_app()
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    return Client(app_url, verbose=False)
-
-
 def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
 

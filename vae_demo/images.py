@@ -53,10 +53,21 @@ def open_image(source: str | bytes | io.BytesIO) -> Image.Image:
             return image.copy()
     except ImageError:
         raise
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"the image is too large to decode: {error}") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"this file could not be read as an image ({error})") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise unreadable(error) from error
+
+
+def unreadable(error: Exception) -> ImageError:
+    """The user-facing ImageError for an exception raised while decoding a file."""
+    if isinstance(error, Image.DecompressionBombError):
+        reason = "it has far too many pixels (a decompression bomb?)"
+    elif isinstance(error, Image.UnidentifiedImageError):
+        reason = "it is not in an image format we know"
+    elif "truncated" in str(error):
+        reason = "it is truncated"
+    else:
+        reason = f"{type(error).__name__}: {str(error)[:120]}"
+    return ImageError(f"this file could not be read as an image: {reason}; try a JPEG or PNG photo")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
