@@ -93,6 +93,57 @@ def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, 
     assert metrics(killed_dir)[-1]["val_neg_elbo_nats"] == metrics(tmp_path / "unbroken")[-1]["val_neg_elbo_nats"]
 
 
+def test_repeated_kills_including_during_checkpoint_writes(lfw_root, tmp_path):
+    """Kill the trainer again and again (a checkpoint every step, so some kills land mid-write):
+    every time the last complete checkpoint loads, and the end result is the unbroken run's."""
+    args = ["--data", str(lfw_root), "--epochs", "6", "--checkpoint-every", "1", *COMMON]
+    unbroken = run_train([*args, "--out", str(tmp_path / "unbroken")], timeout=600)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    steps_seen = []
+    for delay in (0.0, 0.1, 0.2):
+        process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "--out", str(out), "--resume"],
+                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        previous = steps_seen[-1] if steps_seen else -1
+        deadline = time.time() + 300
+        while time.time() < deadline and _step(out) <= previous:  # wait for fresh progress
+            time.sleep(0.005)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        steps_seen.append(_step(out))  # the checkpoint left behind must load
+    assert steps_seen == sorted(steps_seen) and steps_seen[-1] < 36  # 6 epochs of 6 steps
+    resumed = run_train([*args, "--out", str(out), "--resume"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(tmp_path / "unbroken" / "model" / "model.safetensors")
+    b = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _step(run_dir) -> int:
+    path = run_dir / "checkpoint.pt"
+    return torch.load(path, weights_only=True)["state"]["step"] if path.exists() else -1
+
+
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import train
+
+    path = tmp_path / "checkpoint.pt"
+    train.save_checkpoint(path, {"step": 1})
+
+    def crash(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(path, {"step": 2})
+    assert train.load_checkpoint(path) == {"step": 1}
+
+
 def test_resume_refuses_different_model_flags(lfw_root, tmp_path):
     args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "1", *COMMON]
     assert run_train(args, timeout=600).returncode == 0
