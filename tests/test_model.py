@@ -121,3 +121,35 @@ def test_publishing_without_a_token_or_a_network_fails_clearly(tmp_path, monkeyp
     message = str(error.value)
     assert "could not publish" in message and "python -m vae_demo.hub" in message
     assert "hf_secret_token_for_test" not in message
+
+
+def test_pickle_weights_are_never_loaded(tmp_path):
+    model = tiny()
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "m" / "pytorch_model.bin")  # what the mixin would fall back to
+    with pytest.raises(WeightsError, match="model.safetensors is missing"):
+        load_model(tmp_path / "m")
+
+
+def test_a_hub_model_is_fetched_at_the_pinned_revision(tmp_path, monkeypatch):
+    model = tiny()
+    model.save_pretrained(tmp_path / "snapshot")
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        asked.append((repo_id, filename, revision))
+        path = tmp_path / "snapshot" / filename
+        if not path.exists():
+            from huggingface_hub.errors import EntryNotFoundError
+
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(path)
+
+    monkeypatch.setattr("vae_demo.hub.hf_hub_download", fake_download)
+    monkeypatch.setattr("vae_demo.model.hf_hub_download", fake_download)
+    monkeypatch.setattr("huggingface_hub.hub_mixin.hf_hub_download", fake_download)  # the mixin reads config.json
+    loaded = load_model("someone/face-vae", revision="0123abc")
+    assert isinstance(loaded, ConvVAE)
+    assert {revision for _, _, revision in asked} == {"0123abc"}
+    assert {name for _, name, _ in asked} >= {"config.json", "model.safetensors"}
