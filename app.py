@@ -56,6 +56,11 @@ def user_errors(fn):
     return wrapper
 
 
+def face_view(label: str, elem_id: str | None = None, height: int | None = None) -> gr.Image:
+    """An output image of a face, shown larger than its 128 px (see CSS)."""
+    return gr.Image(label=label, height=height, format="png", interactive=False, elem_id=elem_id, elem_classes="face")
+
+
 def sentence(error: Exception) -> str:
     text = str(error)
     return text[:1].upper() + text[1:] + "."
@@ -178,14 +183,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                     t_frame = gr.Slider(
                         0, 1, value=0, step=0.01, label="Frame colour: dark → light", elem_id="showcase-slider"
                     )
-                    frame_out = gr.Image(
-                        label="Face",
-                        height=384,
-                        format="png",
-                        interactive=False,
-                        elem_id="showcase-image",
-                        elem_classes="face",
-                    )
+                    frame_out = face_view("Face", "showcase-image", height=384)
                 with gr.Column(scale=1):
                     showcase_upload = PhotoInput(label="…or your own photo with glasses", type="filepath", height=200)
                     showcase_gif = gr.DownloadButton("Download GIF", variant="primary")
@@ -225,12 +223,8 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                     )
                     recon_example = gr.Dropdown(examples, value=examples[0][1], label="…or an example")
                     recon_button = gr.Button("Reconstruct", variant="primary")
-                crop_out = gr.Image(
-                    label="Face as the model sees it", format="png", interactive=False, elem_classes="face"
-                )
-                recon_out = gr.Image(
-                    label="Reconstruction", format="png", interactive=False, elem_id="recon-image", elem_classes="face"
-                )
+                crop_out = face_view("Face as the model sees it")
+                recon_out = face_view("Reconstruction", "recon-image")
             recon_note = gr.Markdown(elem_id="recon-note")
             send_button = gr.Button("Use this face in the other tabs")
 
@@ -249,14 +243,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 steps = gr.Slider(2, 32, value=8, step=1, label="Frames in the strip")
                 t_path = gr.Slider(0, 1, value=0.5, step=0.01, label="t: A → B", elem_id="path-slider")
             with gr.Row():
-                path_out = gr.Image(
-                    label="Face at t",
-                    height=320,
-                    format="png",
-                    interactive=False,
-                    elem_id="path-image",
-                    elem_classes="face",
-                )
+                path_out = face_view("Face at t", "path-image", height=320)
                 path_gif = gr.DownloadButton("Download GIF")
             path_strip = gr.Gallery(label="A to B", columns=8, height=180, object_fit="contain")
             path_codes = gr.State()
@@ -274,14 +261,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 files = [gr.File(file_count="multiple", file_types=["image"], label=f"Group {g}") for g in "ABC"]
             combine_button = gr.Button("A − B + C", variant="primary", elem_id="combine-button")
             with gr.Row():
-                combined = gr.Image(
-                    label="Result",
-                    height=320,
-                    format="png",
-                    interactive=False,
-                    elem_id="combined-image",
-                    elem_classes="face",
-                )
+                combined = face_view("Result", "combined-image", height=320)
                 means = gr.Gallery(label="Group means", columns=3, height=200)
             gr.Markdown("### Attribute sliders\nMove one face along learned directions; 0 leaves it as it is.")
             with gr.Row():
@@ -292,14 +272,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                         gr.Slider(*EDIT_RANGE, value=0, step=0.05, label=DIRECTION_LABELS[name])
                         for name in studio.directions
                     ]
-                edited = gr.Image(
-                    label="Edited face",
-                    height=384,
-                    format="png",
-                    interactive=False,
-                    elem_id="edited-image",
-                    elem_classes="face",
-                )
+                edited = face_view("Edited face", "edited-image", height=384)
             edit_code = gr.State()
 
         with gr.Tab("About", id="about"):

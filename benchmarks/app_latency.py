@@ -25,7 +25,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import free_port  # noqa: E402
+from conftest import free_port, memory_mb  # noqa: E402
 
 SHOWCASE = ["Between two photos", "Paul_Krueger_0001.jpg", "Ron_Dittemore_0008.jpg", "Paul_Krueger_0001.jpg", None]
 TARGETS_MS = {"showcase slider step": 60, "32-frame GIF": 1500}
@@ -33,13 +33,6 @@ TARGETS_MS = {"showcase slider step": 60, "32-frame GIF": 1500}
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> int:
@@ -94,7 +87,7 @@ def main() -> int:
             median = statistics.median(times)
             verdict = "" if target is None else f"{target} ms ({'met' if median < target else 'missed'})"
             rows.append(f"| {name} | {median:.0f} | {percentile(times, 95):.0f} | {verdict} |")
-        peak = peak_rss_mb(app.pid)
+        peak = memory_mb(app.pid)
     finally:
         app.terminate()
         app.wait(timeout=30)

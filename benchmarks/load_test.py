@@ -29,15 +29,8 @@ from gradio_client import Client, handle_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from app_latency import SHOWCASE, _altered_photos, peak_rss_mb  # noqa: E402
-from conftest import free_port  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from app_latency import SHOWCASE, _altered_photos  # noqa: E402
+from conftest import free_port, memory_mb  # noqa: E402
 
 
 def main() -> int:
@@ -67,7 +60,7 @@ def main() -> int:
             warm.predict(i, 0.8, 16, "fitted", api_name="/sample")
             warm.predict(handle_file(str(photos[-1 - i])), None, api_name="/reconstruct")
             warm.predict(api_name="/showcase_gif")
-        memory_before = rss_mb(app.pid)
+        memory_before = memory_mb(app.pid, "VmRSS")
 
         latencies: dict[str, list[float]] = defaultdict(list)
         errors: dict[str, int] = defaultdict(int)
@@ -109,8 +102,8 @@ def main() -> int:
         for thread in threads:
             thread.join()
         elapsed = time.time() - started
-        memory_after = rss_mb(app.pid)
-        peak = peak_rss_mb(app.pid)
+        memory_after = memory_mb(app.pid, "VmRSS")
+        peak = memory_mb(app.pid)
     finally:
         app.terminate()
         app.wait(timeout=30)

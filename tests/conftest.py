@@ -103,6 +103,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def memory_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's memory from /proc: VmHWM is its peak resident size, VmRSS the current one."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
 def start_app(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str, list[str]]:
     """Launch app.py on a free loopback port; returns the process, its URL and its output so far."""
     port = free_port()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, memory_mb
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -105,13 +105,13 @@ def test_the_server_is_still_up_and_memory_did_not_jump(client, app_server, host
     # Run the whole corpus twice more; the second pass must not grow memory much.
     pid = app_server[0].pid
     for _ in range(2):
-        before = _rss_mb(pid)
+        before = memory_mb(pid, "VmRSS")
         for path in hostile.values():
             try:
                 client.predict(handle_file(str(path)), None, api_name="/reconstruct")
             except AppError:
                 pass
-    after = _rss_mb(pid)
+    after = memory_mb(pid, "VmRSS")
     assert after - before < 100, f"memory grew from {before:.0f} MB to {after:.0f} MB"
     assert len(client.predict(0, 0.8, 2, "fitted", api_name="/sample")) == 2
 
@@ -137,10 +137,3 @@ def test_no_input_reads_or_serves_files_outside_the_app(app_url, path):
         response = httpx.get(url)
         assert response.status_code in (403, 404), url
         assert "root:" not in response.text and "import gradio" not in response.text
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
