@@ -393,13 +393,21 @@ def main() -> None:
     parser.add_argument("--revision", default=os.environ.get("VAE_DEMO_REVISION"), help="Hub branch, tag or commit")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument(
+        "--queue-size", type=int, default=int(os.environ.get("VAE_DEMO_QUEUE_SIZE", 32)),
+        help="requests that may wait; beyond it a request is told the app is busy (HTTP 503) at once",
+    )  # fmt: skip
+    parser.add_argument(
+        "--concurrency", type=int, default=int(os.environ.get("VAE_DEMO_CONCURRENCY", 2)),
+        help="requests of one kind computed at the same time (2 suits a 2-core machine)",
+    )  # fmt: skip
     args = parser.parse_args()
     choice = load_with_fallback(args.model, args.revision)
     if choice.warning:
         print(f"warning: {choice.warning}", flush=True)
     print(f"model: {choice.source}", flush=True)
     demo = build_app(choice)
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True, css=CSS)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, memory_mb
+from conftest import ROOT, memory_mb, start_app
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -137,3 +137,31 @@ def test_no_input_reads_or_serves_files_outside_the_app(app_url, path):
         response = httpx.get(url)
         assert response.status_code in (403, 404), url
         assert "root:" not in response.text and "import gradio" not in response.text
+
+
+def test_an_overload_is_told_to_retry_rather_than_piling_up():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+    from gradio_client.utils import QueueError
+
+    process, url, _ = start_app("--queue-size", "2", "--concurrency", "1")
+    try:
+        clients = [Client(url, verbose=False) for _ in range(16)]
+
+        def request(client):
+            try:
+                client.predict(0, 0.8, 64, "fitted", api_name="/sample")
+                return "answered"
+            except QueueError as error:
+                return "busy" if "try again" in str(error) else repr(error)
+            except Exception as error:  # anything else is a failure, shown in the assertion
+                return repr(error)
+
+        with ThreadPoolExecutor(len(clients)) as pool:
+            outcomes = list(pool.map(request, clients))
+        assert set(outcomes) == {"busy", "answered"}, outcomes
+        assert len(clients[0].predict(1, 0.8, 1, "fitted", api_name="/sample")) == 1  # and it recovers
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
