@@ -164,6 +164,26 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(partial, path)
 
 
+def _rng_state(rt: Runtime) -> dict:
+    """Everything random in a step: flips (CPU generator) and reparameterisation noise (its device's)."""
+    state = {"cpu": torch.get_rng_state()}
+    if rt.cuda:
+        state["cuda"] = torch.cuda.get_rng_state(rt.device)
+    return state
+
+
+def _set_rng_state(state: dict, rt: Runtime) -> None:
+    torch.set_rng_state(state["cpu"])
+    if rt.cuda and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], rt.device)
+
+
+def _differs(before, now) -> bool:
+    return (list(before) if isinstance(before, tuple | list) else before) != (
+        list(now) if isinstance(now, tuple | list) else now
+    )
+
+
 def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -209,12 +229,21 @@ def train(cfg: TrainConfig) -> Path | None:
                 f"error: {checkpoint_path} holds a model with config {checkpoint['model_config']}, "
                 f"but the flags describe {model.config}; pass the same flags to resume"
             )
+        if len(checkpoint["rng"]) != rt.world_size:
+            raise SystemExit(
+                f"error: {checkpoint_path} was written by {len(checkpoint['rng'])} process(es); "
+                f"resume it with the same number (this run has {rt.world_size})"
+            )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = checkpoint["state"]
-        torch.set_rng_state(checkpoint["rng"][rt.rank])
+        _set_rng_state(checkpoint["rng"][rt.rank], rt)
         if rt.is_main:
             print(f"resuming from {checkpoint_path}: epoch {state['epoch']}, step {state['step']}")
+            changed = {k: (v, getattr(cfg, k)) for k, v in checkpoint["config"].items() if _differs(v, getattr(cfg, k))}
+            changed = {k: v for k, v in changed.items() if k not in ("resume", "push_to_hub")}
+            for name, (before, now) in changed.items():
+                print(f"note: --{name.replace('_', '-')} was {before} in the checkpoint's run, now {now}")
     else:
         torch.manual_seed(cfg.seed * 1000 + rt.rank + 1)  # different noise per process
     model_config = model.config
@@ -224,10 +253,10 @@ def train(cfg: TrainConfig) -> Path | None:
     raw_model: HubVAE = model.module if rt.world_size > 1 else model
 
     def checkpoint_now() -> None:
-        rng = [torch.get_rng_state()]
+        rng = [_rng_state(rt)]
         if rt.world_size > 1:
-            rng = [torch.empty_like(rng[0]) for _ in range(rt.world_size)]
-            dist.all_gather_object(rng, torch.get_rng_state())
+            rng = [None] * rt.world_size
+            dist.all_gather_object(rng, _rng_state(rt))
         if rt.is_main:
             save_checkpoint(
                 checkpoint_path,
