@@ -56,7 +56,7 @@ def user_errors(fn):
     return wrapper
 
 
-def face_view(label: str, elem_id: str | None = None, height: int | None = None) -> gr.Image:
+def face_view(label: str, elem_id: str | None = None, height: int = 320) -> gr.Image:
     """An output image of a face, shown larger than its 128 px (see CSS)."""
     return gr.Image(label=label, height=height, format="png", interactive=False, elem_id=elem_id, elem_classes="face")
 
@@ -243,7 +243,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 steps = gr.Slider(2, 32, value=8, step=1, label="Frames in the strip")
                 t_path = gr.Slider(0, 1, value=0.5, step=0.01, label="t: A → B", elem_id="path-slider")
             with gr.Row():
-                path_out = face_view("Face at t", "path-image", height=320)
+                path_out = face_view("Face at t", "path-image")
                 path_gif = gr.DownloadButton("Download GIF")
             path_strip = gr.Gallery(label="A to B", columns=8, height=180, object_fit="contain")
             path_codes = gr.State()
@@ -261,7 +261,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 files = [gr.File(file_count="multiple", file_types=["image"], label=f"Group {g}") for g in "ABC"]
             combine_button = gr.Button("A − B + C", variant="primary", elem_id="combine-button")
             with gr.Row():
-                combined = face_view("Result", "combined-image", height=320)
+                combined = face_view("Result", "combined-image")
                 means = gr.Gallery(label="Group means", columns=3, height=200)
             gr.Markdown("### Attribute sliders\nMove one face along learned directions; 0 leaves it as it is.")
             with gr.Row():
