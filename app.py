@@ -16,11 +16,14 @@ import json
 import os
 import random
 
-import gradio as gr
+# No analytics calls home at start-up: the app must start at once, with or without a network.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from vae_demo.hub import ModelChoice, load_with_fallback
-from vae_demo.images import ImageError, unreadable
-from vae_demo.studio import DIRECTION_LABELS, EDIT_RANGE, MAX_SAMPLES, Studio
+import gradio as gr  # noqa: E402
+
+from vae_demo.hub import ModelChoice, load_with_fallback  # noqa: E402
+from vae_demo.images import ImageError, unreadable  # noqa: E402
+from vae_demo.studio import DIRECTION_LABELS, EDIT_RANGE, MAX_SAMPLES, Studio  # noqa: E402
 
 MAX_UPLOAD = "10mb"
 TWO_PHOTOS, DIRECTION = "Between two photos", "Along the frame-colour direction"
