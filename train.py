@@ -57,6 +57,7 @@ class TrainConfig:
     latent_dim: int = 256  # size of z
     res_blocks: int = 2  # residual blocks per low-resolution stage
     likelihood: str = "gaussian_optimal"  # decoder p(x|z): see vae_demo/objective.py
+    eye_weight: float = 1.0  # how much more the band across the eyes counts in the likelihood (1: plain)
     # objective
     beta: float = 1.0  # KL weight after warm-up (1.0 is the true ELBO)
     kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0
@@ -151,6 +152,7 @@ def build_model(cfg: TrainConfig) -> HubVAE:
         latent_dim=cfg.latent_dim,
         res_blocks=cfg.res_blocks,
         likelihood=cfg.likelihood,
+        eye_weight=cfg.eye_weight,
     )
 
 
@@ -176,6 +178,12 @@ def _set_rng_state(state: dict, rt: Runtime) -> None:
     torch.set_rng_state(state["cpu"])
     if rt.cuda and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], rt.device)
+
+
+def _with_defaults(config: dict, model: HubVAE) -> dict:
+    """A saved model config completed with today's defaults (for arguments added since it was saved)."""
+    arguments = {k: v for k, v in config.items() if k != "architecture"}
+    return type(model)(**arguments).config if config.get("architecture") == model.config["architecture"] else config
 
 
 def _differs(before, now) -> bool:
@@ -224,7 +232,7 @@ def train(cfg: TrainConfig) -> Path | None:
     state = {"step": 0, "epoch": 0, "train_seconds": 0.0, "best": None, "sums": {}}
     if cfg.resume and checkpoint_path.is_file():
         checkpoint = load_checkpoint(checkpoint_path)
-        if checkpoint["model_config"] != model.config:
+        if _with_defaults(checkpoint["model_config"], model) != model.config:
             raise SystemExit(
                 f"error: {checkpoint_path} holds a model with config {checkpoint['model_config']}, "
                 f"but the flags describe {model.config}; pass the same flags to resume"
@@ -303,7 +311,14 @@ def train(cfg: TrainConfig) -> Path | None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=rt.cuda):
                 recon, mu, logvar = train_model(x)
             terms = negative_elbo(
-                x, recon, mu, logvar, raw_model.likelihood, getattr(raw_model, "log_sigma", None), beta
+                x,
+                recon,
+                mu,
+                logvar,
+                raw_model.likelihood,
+                log_sigma=getattr(raw_model, "log_sigma", None),
+                beta=beta,
+                precision=getattr(raw_model, "pixel_precision", None),
             )
             if not torch.isfinite(terms.loss):
                 raise NonFiniteLossError(

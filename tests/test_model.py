@@ -153,3 +153,12 @@ def test_a_hub_model_is_fetched_at_the_pinned_revision(tmp_path, monkeypatch):
     assert isinstance(loaded, ConvVAE)
     assert {revision for _, _, revision in asked} == {"0123abc"}
     assert {name for _, name, _ in asked} >= {"config.json", "model.safetensors"}
+
+
+def test_eye_weight_is_config_not_weights(tmp_path):
+    model = tiny(eye_weight=3.0)
+    assert model.pixel_precision.shape == (32, 32) and "pixel_precision" not in model.state_dict()
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert torch.equal(loaded.pixel_precision, model.pixel_precision)
+    assert tiny().pixel_precision is None

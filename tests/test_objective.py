@@ -9,6 +9,7 @@ from torch.distributions import Normal
 from vae_demo.model import reparameterize
 from vae_demo.objective import (
     bits_per_dim,
+    eye_precision,
     gaussian_nll,
     kl_to_standard_normal,
     kl_warmup,
@@ -91,3 +92,24 @@ def test_kl_warmup_ramps_linearly_then_holds():
 def test_bits_per_dim_adds_the_8_bit_discretisation():
     assert bits_per_dim(0.0, 100) == pytest.approx(8.0)
     assert bits_per_dim(100 * math.log(2), 100) == pytest.approx(9.0)
+
+
+def test_eye_precision_has_mean_one_and_peaks_across_the_eyes():
+    precision = eye_precision(64, weight=4.0, eye_y=0.45)
+    assert precision.shape == (64, 64) and precision.mean().item() == pytest.approx(1.0)
+    row, column = divmod(int(precision.argmax()), 64)
+    assert abs(row - 0.45 * 64) <= 1 and 16 < column < 48
+    assert precision[row, 32] / precision[2, 32] > 3.5  # eyes vs forehead edge
+    assert torch.equal(eye_precision(8, 1.0, 0.5), torch.ones(8, 8))
+
+
+def test_weighted_gaussian_nll_is_the_density_with_per_pixel_variances():
+    torch.manual_seed(0)
+    x, x_hat = torch.rand(2, 3, 16, 16, dtype=torch.float64), torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    precision = eye_precision(16, 3.0, 0.5).double()
+    log_sigma = torch.tensor(-1.5, dtype=torch.float64)
+    expected = -Normal(x_hat, log_sigma.exp() / precision.sqrt()).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(gaussian_nll(x, x_hat, log_sigma, precision), expected)
+    best = optimal_log_sigma(x, x_hat, precision).item()
+    nll = lambda s: gaussian_nll(x, x_hat, torch.tensor(s, dtype=torch.float64), precision).mean().item()  # noqa: E731
+    assert nll(best) < nll(best + 0.05) and nll(best) < nll(best - 0.05)

@@ -26,8 +26,9 @@ from huggingface_hub.errors import EntryNotFoundError
 from safetensors.torch import load_file
 from torch import nn
 
+from vae_demo.images import EYE_Y
 from vae_demo.latent_stats import LATENT_STATS_FILE, LatentStats
-from vae_demo.objective import FIXED_LOG_SIGMA
+from vae_demo.objective import FIXED_LOG_SIGMA, eye_precision
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -212,6 +213,9 @@ class ConvVAE(HubVAE):
             pixels). It is trained with "gaussian_learned", tracks the batch optimum with
             "gaussian_optimal" and stays fixed with "gaussian_fixed" (log sqrt(1/2) makes the
             negative log-likelihood the summed MSE, up to a constant).
+        eye_weight: How many times more the band across the eyes counts in the Gaussian
+            likelihood than the rest of the face (a per-pixel precision map with mean 1; 1 is
+            the plain likelihood). The glasses live there.
     """
 
     def __init__(
@@ -224,6 +228,7 @@ class ConvVAE(HubVAE):
         res_block_max_size: int = 16,
         likelihood: str = "gaussian_optimal",
         log_sigma: float = FIXED_LOG_SIGMA,
+        eye_weight: float = 1.0,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -257,6 +262,9 @@ class ConvVAE(HubVAE):
             size *= 2
         self.decoder = nn.Sequential(*decoder, nn.Conv2d(channels[0], in_channels, 3, padding=1))
         self.log_sigma = nn.Parameter(torch.tensor(float(log_sigma)), requires_grad=likelihood == "gaussian_learned")
+        # Derived from the config, so not saved with the weights (persistent=False).
+        precision = eye_precision(image_size, eye_weight, EYE_Y) if eye_weight != 1 else None
+        self.register_buffer("pixel_precision", precision, persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, diag(exp(logvar))).

@@ -58,40 +58,75 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
 
 
-def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """-log N(x; x_hat, sigma^2 I) per example, shape (B,), one sigma shared by all pixels."""
-    return gaussian_nll_from_squared_error((x - x_hat).pow(2).flatten(1).sum(1), x[0].numel(), log_sigma)
+def gaussian_nll(
+    x: torch.Tensor, x_hat: torch.Tensor, log_sigma: torch.Tensor, precision: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-log N(x; x_hat, sigma^2 / precision) per example, shape (B,).
+
+    One sigma is shared by all pixels; `precision` (H, W), with mean 1, optionally makes some
+    pixels count more than others (see `eye_precision`). Without it every pixel has variance
+    sigma^2.
+    """
+    squared_error = (x - x_hat).pow(2)
+    if precision is None:
+        return gaussian_nll_from_squared_error(squared_error.flatten(1).sum(1), x[0].numel(), log_sigma)
+    weighted = (squared_error * precision).flatten(1).sum(1)
+    # Each pixel's variance is sigma^2 / precision: its log-density gains log(precision) / 2.
+    log_precision = x.shape[1] * torch.log(precision).sum()
+    return gaussian_nll_from_squared_error(weighted, x[0].numel(), log_sigma) - 0.5 * log_precision
 
 
 def gaussian_nll_from_squared_error(squared_error: torch.Tensor, dims: int, log_sigma) -> torch.Tensor:
-    """The same, from each example's squared error summed over its `dims` values."""
+    """-log N with one shared sigma, from each example's squared error summed over its `dims` values."""
     log_sigma = torch.as_tensor(log_sigma, dtype=squared_error.dtype)
     return squared_error / (2 * torch.exp(2 * log_sigma)) + dims * (log_sigma + 0.5 * math.log(2 * math.pi))
 
 
-def optimal_log_sigma(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """The shared sigma that maximises the Gaussian likelihood: sigma^2 = mean squared error."""
-    return 0.5 * torch.log((x - x_hat).pow(2).mean().clamp_min(1e-8))
+def optimal_log_sigma(x: torch.Tensor, x_hat: torch.Tensor, precision: torch.Tensor | None = None) -> torch.Tensor:
+    """The shared sigma that maximises the Gaussian likelihood: sigma^2 = (precision-weighted) MSE."""
+    squared_error = (x - x_hat).pow(2)
+    if precision is not None:
+        squared_error = squared_error * precision
+    return 0.5 * torch.log(squared_error.mean().clamp_min(1e-8))
+
+
+def eye_precision(size: int, weight: float, eye_y: float, width: float = 0.09) -> torch.Tensor:
+    """A (size, size) precision map with mean 1 whose band across the eyes counts up to `weight` times more.
+
+    Faces are aligned, so the eyes (and the glasses, this demo's subject) sit in a horizontal
+    band at `eye_y` of the height: a Gaussian of standard deviation `width` (of the height)
+    across it, over the middle 70% of the width, raises the precision smoothly.
+    """
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    rows = torch.exp(-0.5 * ((coords - eye_y) / width) ** 2)
+    columns = torch.sigmoid((coords - 0.15) / 0.03) * torch.sigmoid((0.85 - coords) / 0.03)
+    precision = 1 + (weight - 1) * rows[:, None] * columns[None, :]
+    return precision / precision.mean()
 
 
 def reconstruction_nll(
-    x: torch.Tensor, x_hat: torch.Tensor, likelihood: str, log_sigma: torch.Tensor | None = None
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    likelihood: str,
+    log_sigma: torch.Tensor | None = None,
+    precision: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-log p(x|z) per example (B,), and the log sigma it used.
 
     For "gaussian_optimal" the optimum sigma is detached: it is a statistic of the batch,
-    not a path for gradients (Rybkin et al. 2021, Sec. 4).
+    not a path for gradients (Rybkin et al. 2021, Sec. 4). `precision` weights the pixels of
+    the Gaussian likelihoods (see `gaussian_nll`).
     """
     if likelihood == "bernoulli":
         nll = F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).sum(1)
         return nll, x_hat.new_zeros(())
     if likelihood == "gaussian_optimal":
-        log_sigma = optimal_log_sigma(x, x_hat).detach()
+        log_sigma = optimal_log_sigma(x, x_hat, precision).detach()
     elif likelihood == "gaussian_fixed":
         log_sigma = x.new_tensor(FIXED_LOG_SIGMA)
     elif log_sigma is None:
         raise ValueError(f"likelihood {likelihood!r} needs the decoder's log_sigma")
-    return gaussian_nll(x, x_hat, log_sigma), log_sigma
+    return gaussian_nll(x, x_hat, log_sigma, precision), log_sigma
 
 
 def negative_elbo(
@@ -102,6 +137,7 @@ def negative_elbo(
     likelihood: str,
     log_sigma: torch.Tensor | None = None,
     beta: float = 1.0,
+    precision: torch.Tensor | None = None,
 ) -> ElboTerms:
     """The training loss: E_q[-log p(x|z)] + beta * KL, as batch means in nats per image.
 
@@ -112,8 +148,9 @@ def negative_elbo(
         likelihood: One of vae_demo.model.LIKELIHOODS.
         log_sigma: The decoder's shared log std, for "gaussian_learned".
         beta: Weight of the KL term (beta = 1 is the ELBO; warm-up ramps it from 0).
+        precision: Optional (H, W) per-pixel precision, mean 1, for the Gaussian likelihoods.
     """
-    nll, used_log_sigma = reconstruction_nll(x.float(), x_hat.float(), likelihood, log_sigma)
+    nll, used_log_sigma = reconstruction_nll(x.float(), x_hat.float(), likelihood, log_sigma, precision)
     kl = kl_to_standard_normal(mu.float(), logvar.float())
     return ElboTerms(
         loss=(nll + beta * kl).mean(),
