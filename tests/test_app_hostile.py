@@ -147,7 +147,8 @@ def test_an_overload_is_told_to_retry_rather_than_piling_up():
 
     process, url, _ = start_app("--queue-size", "2", "--concurrency", "1")
     try:
-        clients = [Client(url, verbose=False) for _ in range(16)]
+        # download_files=False: this is about the queue, not about fetching 16 x 64 images at once
+        clients = [Client(url, verbose=False, download_files=False) for _ in range(16)]
 
         def request(client):
             try:
