@@ -49,8 +49,8 @@ tags:
 
 # Face VAE ({model.config["architecture"]}, {model.image_size} x {model.image_size})
 
-A variational autoencoder for face photos, trained with
-[vae_demo](https://github.com/) `train.py`. Load it with:
+A variational autoencoder for face photos, trained with the `train.py` of vae_demo (Face
+VAE Studio). Load it with:
 
 ```python
 from vae_demo.hub import load_model
