@@ -174,7 +174,9 @@ def _rng_state(rt: Runtime) -> dict:
     return state
 
 
-def _set_rng_state(state: dict, rt: Runtime) -> None:
+def _set_rng_state(state: dict | torch.Tensor, rt: Runtime) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints before CUDA states were kept held the CPU state alone
+        state = {"cpu": state}
     torch.set_rng_state(state["cpu"])
     if rt.cuda and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], rt.device)
@@ -184,6 +186,15 @@ def _with_defaults(config: dict, model: HubVAE) -> dict:
     """A saved model config completed with today's defaults (for arguments added since it was saved)."""
     arguments = {k: v for k, v in config.items() if k != "architecture"}
     return type(model)(**arguments).config if config.get("architecture") == model.config["architecture"] else config
+
+
+# Model arguments that change the likelihood, not the weights: a run may resume with new values.
+LIKELIHOOD_ARGUMENTS = ("likelihood", "log_sigma", "eye_weight")
+
+
+def _differs_in_weights(saved: dict, now: dict) -> bool:
+    keep = lambda config: {k: v for k, v in config.items() if k not in LIKELIHOOD_ARGUMENTS}  # noqa: E731
+    return keep(saved) != keep(now)
 
 
 def _differs(before, now) -> bool:
@@ -232,7 +243,8 @@ def train(cfg: TrainConfig) -> Path | None:
     state = {"step": 0, "epoch": 0, "train_seconds": 0.0, "best": None, "sums": {}}
     if cfg.resume and checkpoint_path.is_file():
         checkpoint = load_checkpoint(checkpoint_path)
-        if _with_defaults(checkpoint["model_config"], model) != model.config:
+        saved_config = _with_defaults(checkpoint["model_config"], model)
+        if _differs_in_weights(saved_config, model.config):
             raise SystemExit(
                 f"error: {checkpoint_path} holds a model with config {checkpoint['model_config']}, "
                 f"but the flags describe {model.config}; pass the same flags to resume"
@@ -248,7 +260,8 @@ def train(cfg: TrainConfig) -> Path | None:
         _set_rng_state(checkpoint["rng"][rt.rank], rt)
         if rt.is_main:
             print(f"resuming from {checkpoint_path}: epoch {state['epoch']}, step {state['step']}")
-            changed = {k: (v, getattr(cfg, k)) for k, v in checkpoint["config"].items() if _differs(v, getattr(cfg, k))}
+            before = asdict(TrainConfig()) | checkpoint["config"]  # settings added since: their defaults
+            changed = {k: (v, getattr(cfg, k)) for k, v in before.items() if _differs(v, getattr(cfg, k))}
             changed = {k: v for k, v in changed.items() if k not in ("resume", "push_to_hub")}
             for name, (before, now) in changed.items():
                 print(f"note: --{name.replace('_', '-')} was {before} in the checkpoint's run, now {now}")
