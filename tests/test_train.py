@@ -144,11 +144,16 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert train.load_checkpoint(path) == {"step": 1}
 
 
-def test_resume_refuses_different_model_flags(lfw_root, tmp_path):
+def test_resume_refuses_flags_that_change_the_weights_and_reports_other_changes(lfw_root, tmp_path):
     args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "1", *COMMON]
     assert run_train(args, timeout=600).returncode == 0
     result = run_train([*args, "--resume", "--latent-dim", "4"], timeout=600)
     assert result.returncode != 0 and "pass the same flags to resume" in result.stderr
+    # The likelihood may change on resume (the weights fit either way); the change is reported.
+    result = run_train([*args, "--resume", "--eye-weight", "2", "--epochs", "2"], timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "note: --eye-weight was 1.0 in the checkpoint's run, now 2.0" in result.stdout
+    assert "note: --epochs was 1" in result.stdout
 
 
 def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
