@@ -70,26 +70,22 @@ class AttributeClassifier(nn.Module, PyTorchModelHubMixin, library_name="vae_dem
         """Logits (B, len(attributes))."""
         return self.head(self.features(x))
 
-    @torch.inference_mode()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Probabilities (B, len(attributes)) for images in [0, 1] (or uint8)."""
-        self.eval()
-        outputs = []
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size]
-            batch = uint8_to_float(batch) if batch.dtype == torch.uint8 else batch
-            outputs.append(torch.sigmoid(self(batch.to(next(self.parameters()).device))).cpu())
-        return torch.cat(outputs)
+        return self._batched(lambda batch: torch.sigmoid(self(batch)), x, batch_size)
+
+    def embed(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Features (B, D) for images in [0, 1] (or uint8)."""
+        return self._batched(self.features, x, batch_size)
 
     @torch.inference_mode()
-    def embed(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Features (B, D) for images in [0, 1] (or uint8), in batches."""
+    def _batched(self, fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
         self.eval()
         outputs = []
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size]
             batch = uint8_to_float(batch) if batch.dtype == torch.uint8 else batch
-            outputs.append(self.features(batch.to(next(self.parameters()).device)).cpu())
+            outputs.append(fn(batch.to(next(self.parameters()).device)).cpu())
         return torch.cat(outputs)
 
 
