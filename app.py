@@ -129,7 +129,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
 
     def endpoint(source, example, upload, seed):
         if source == RANDOM:
-            return studio.stats.sample(1, "fitted", 0.8, _generator(seed))[0]
+            return studio.random_codes(seed)[0]
         return studio.face(photo(upload if source == UPLOAD else None, example)).z
 
     @user_errors
@@ -351,12 +351,6 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
         for i, slider in enumerate(sliders):
             slider.input(edit_frame, [edit_code, *sliders], edited, api_name="edit" if i == 0 else False, **LIVE)
     return demo
-
-
-def _generator(seed):
-    import torch
-
-    return torch.Generator().manual_seed(int(seed or 0))
 
 
 def about_text(choice: ModelChoice) -> str:

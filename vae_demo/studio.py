@@ -147,9 +147,11 @@ class Studio:
     # Tabs ------------------------------------------------------------------------------------
     def samples(self, seed: int, temperature: float = 1.0, n: int = 16, sampler: str = "fitted") -> list[Image.Image]:
         """n random faces: codes from the fitted Gaussian of training codes or the N(0, I) prior."""
-        n = int(min(max(n, 1), MAX_SAMPLES))
-        generator = torch.Generator().manual_seed(int(seed))
-        return self.decode(self.stats.sample(n, sampler, temperature, generator))
+        return self.decode(self.random_codes(seed, temperature, int(min(max(n, 1), MAX_SAMPLES)), sampler))
+
+    def random_codes(self, seed: int, temperature: float = 0.8, n: int = 1, sampler: str = "fitted") -> torch.Tensor:
+        """n codes (n, D) drawn with a seed, so the same seed gives the same faces."""
+        return self.stats.sample(n, sampler, temperature, torch.Generator().manual_seed(int(seed or 0)))
 
     def reconstruct(self, source: str | Path) -> tuple[Image.Image, Image.Image, float, str]:
         """The training-framed crop, its reconstruction from the mean code, PSNR, and how it was cropped."""
