@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vae_demo.baselines import SeedConvVAE
+from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
 from vae_demo.evaluate import evaluate, model_pass, summarize
@@ -52,12 +52,12 @@ class TrainConfig:
     max_train_images: int = 0  # use only the first N training images (0: all); for smoke tests
     flip: bool = True  # random horizontal flips (faces are nearly symmetric)
     # model
-    arch: str = "conv"  # "conv" (ours) or "seed" (the seed tutorial's baseline)
+    arch: str = "conv"  # "conv" (ours), "seed" or "seed_mlp" (the seed tutorials' conv and MLP VAEs)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # encoder widths, one per halving
     latent_dim: int = 256  # size of z
     res_blocks: int = 2  # residual blocks per low-resolution stage
     likelihood: str = "gaussian_optimal"  # decoder p(x|z): see vae_demo/objective.py
-    eye_weight: float = 1.0  # how much more the band across the eyes counts in the likelihood (1: plain)
+    eye_weight: float = 4.0  # how much more the band across the eyes counts in the likelihood (1: plain)
     # objective
     beta: float = 1.0  # KL weight after warm-up (1.0 is the true ELBO)
     kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0
@@ -144,8 +144,10 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 def build_model(cfg: TrainConfig) -> HubVAE:
     if cfg.arch == "seed":
         return SeedConvVAE(image_size=cfg.image_size)
+    if cfg.arch == "seed_mlp":
+        return SeedMLPVAE(image_size=cfg.image_size)
     if cfg.arch != "conv":
-        raise SystemExit(f"error: --arch must be 'conv' or 'seed', got {cfg.arch!r}")
+        raise SystemExit(f"error: --arch must be 'conv', 'seed' or 'seed_mlp', got {cfg.arch!r}")
     return ConvVAE(
         image_size=cfg.image_size,
         channels=cfg.channels,

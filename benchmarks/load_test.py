@@ -64,6 +64,7 @@ def main() -> int:
 
         latencies: dict[str, list[float]] = defaultdict(list)
         errors: dict[str, int] = defaultdict(int)
+        first_errors: dict[str, str] = {}
         deadline = time.time() + args.max_seconds
         lock = threading.Lock()
 
@@ -92,8 +93,10 @@ def main() -> int:
                     with lock:
                         latencies[kind].append((time.perf_counter() - tic) * 1000)
                 except Exception as error:
+                    key = "queue full" if "queue is full" in str(error).lower() else kind
                     with lock:
-                        errors["queue full" if "queue is full" in str(error).lower() else kind] += 1
+                        errors[key] += 1
+                        first_errors.setdefault(key, f"{type(error).__name__}: {error}"[:300])
 
         started = time.time()
         threads = [threading.Thread(target=session, args=(i,)) for i in range(args.clients)]
@@ -111,6 +114,8 @@ def main() -> int:
     total = sum(len(v) for v in latencies.values())
     print(f"{args.clients} sessions x {args.requests} requests in {elapsed:.0f} s; {total} answered, "
           f"errors: {dict(errors) or 0}\n")  # fmt: skip
+    for kind, message in first_errors.items():
+        print(f"first {kind} error: {message}")
     print("| request | n | median (ms) | p95 (ms) |")
     print("|---|---|---|---|")
     for kind, values in sorted(latencies.items()):

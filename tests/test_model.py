@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vae_demo import ConvVAE, LatentStats, WeightsError
-from vae_demo.baselines import SeedConvVAE
+from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.hub import load_model
 
 
@@ -51,12 +51,13 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(load_model(tmp_path / "m"), ConvVAE)
 
 
-def test_seed_baseline_round_trips_through_load_model(tmp_path):
+@pytest.mark.parametrize("baseline", [SeedConvVAE, SeedMLPVAE])
+def test_seed_baselines_round_trip_through_load_model(tmp_path, baseline):
     torch.manual_seed(0)
-    model = SeedConvVAE(image_size=32).eval()
+    model = baseline(image_size=32).eval()
     model.save_pretrained(tmp_path / "seed")
     loaded = load_model(tmp_path / "seed")
-    assert isinstance(loaded, SeedConvVAE)
+    assert type(loaded) is baseline
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
 

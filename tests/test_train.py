@@ -152,7 +152,7 @@ def test_resume_refuses_flags_that_change_the_weights_and_reports_other_changes(
     # The likelihood may change on resume (the weights fit either way); the change is reported.
     result = run_train([*args, "--resume", "--eye-weight", "2", "--epochs", "2"], timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "note: --eye-weight was 1.0 in the checkpoint's run, now 2.0" in result.stdout
+    assert "note: --eye-weight was 4.0 in the checkpoint's run, now 2.0" in result.stdout
     assert "note: --epochs was 1" in result.stdout
 
 

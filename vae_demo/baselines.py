@@ -1,5 +1,9 @@
 """The models people start from, rebuilt so that we can measure ourselves against them.
 
+`SeedMLPVAE` is the seed tutorial's fully connected VAE (as in pytorch/examples vae/main.py):
+one 400-unit hidden layer each way, a 20-d latent with a predicted log-variance, Bernoulli
+likelihood (summed BCE). Only the input size is adapted: 3 x 128 x 128 pixels instead of 784.
+
 `SeedConvVAE` is the seed tutorial's convolutional VAE: three stride-2 convolutions with
 3 -> 8 -> 16 -> 32 channels and BatchNorm, a 1024-unit linear layer, a 100-d latent whose
 standard deviation is exp of a linear layer, and summed MSE as reconstruction loss (the
@@ -10,11 +14,14 @@ Usage:
     >>> model = SeedConvVAE(image_size=64)
     >>> [t.shape for t in model.encode(torch.rand(2, 3, 64, 64))]
     [torch.Size([2, 100]), torch.Size([2, 100])]
+    >>> SeedMLPVAE(image_size=64).decode(torch.zeros(2, 20)).shape
+    torch.Size([2, 3, 64, 64])
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vae_demo.model import HubVAE
@@ -57,3 +64,30 @@ class SeedConvVAE(HubVAE):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(self.from_latent(z).view(-1, *self.bottom_shape)))
+
+
+class SeedMLPVAE(HubVAE):
+    """The seed tutorial's MLP VAE (see the module docstring).
+
+    Args:
+        image_size: Side of the square input.
+        latent_dim: Size of the latent code (20 in the tutorial).
+        hidden: Width of the hidden layer on each side (400).
+        likelihood: The tutorial's loss is summed binary cross-entropy, "bernoulli".
+    """
+
+    def __init__(self, image_size: int = 128, latent_dim: int = 20, hidden: int = 400, likelihood: str = "bernoulli"):
+        super().__init__()
+        self.image_size, self.latent_dim, self.likelihood = image_size, latent_dim, likelihood
+        pixels = 3 * image_size**2
+        self.fc1 = nn.Linear(pixels, hidden)
+        self.fc21, self.fc22 = nn.Linear(hidden, latent_dim), nn.Linear(hidden, latent_dim)  # mu, logvar
+        self.fc3, self.fc4 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, pixels)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        pixels = torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+        return pixels.view(-1, 3, self.image_size, self.image_size)

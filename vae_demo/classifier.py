@@ -43,7 +43,7 @@ class AttributeClassifier(nn.Module, PyTorchModelHubMixin, library_name="vae_dem
     def __init__(
         self,
         attributes: tuple[str, ...] = ATTRIBUTES,
-        channels: tuple[int, ...] = (32, 64, 128, 256),
+        channels: tuple[int, ...] = (16, 32, 64, 128),
         image_size: int = 128,
     ):
         super().__init__()
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout collection (default: %(default)s)")
     parser.add_argument("--out", default="assets/classifier", help="output folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=12, help="passes over the train split (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the train split (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         mean_auc = float(aucs.nanmean()) if not aucs.isnan().all() else 0.0
         print(
             f"epoch {epoch + 1}: loss {loss.item():.3f}, val AUC "
-            + ", ".join(f"{k} {v['auc']:.3f}" for k, v in scores.items())
+            + ", ".join(f"{k} {v['auc']:.3f}" for k, v in scores.items()),
+            flush=True,
         )
         if mean_auc > best:
             best, best_state = mean_auc, {k: v.clone() for k, v in model.state_dict().items()}

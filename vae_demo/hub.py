@@ -19,10 +19,10 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
 
-from vae_demo.baselines import SeedConvVAE
+from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.model import CONFIG_FILE, ConvVAE, HubVAE, WeightsError
 
-ARCHITECTURES: dict[str, type[HubVAE]] = {"ConvVAE": ConvVAE, "SeedConvVAE": SeedConvVAE}
+ARCHITECTURES: dict[str, type[HubVAE]] = {"ConvVAE": ConvVAE, "SeedConvVAE": SeedConvVAE, "SeedMLPVAE": SeedMLPVAE}
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 HUB_TIMEOUT_S = 6.0
 

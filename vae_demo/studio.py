@@ -36,6 +36,9 @@ GIF_FRAMES = 32
 # Slider ranges for attribute edits, in multiples of the direction's natural length (the
 # distance between the two groups' mean codes).
 EDIT_RANGE = (-2.0, 2.0)
+# An edit of strength 1 moves a face by the whole gap between the two groups' mean codes:
+# the strength the evaluation measures edits at, and the sliders' unit.
+DEFAULT_EDIT_STRENGTH = 1.0
 DIRECTION_LABELS = {
     "Eyeglasses": "Glasses",
     "frame_light": "Frame colour (dark → light)",
