@@ -214,6 +214,7 @@ def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):
             str(lfw_root),
             "--split",
             "test",
+            *("--iwae-k", "4", "--samples", "64", "--pairs", "4"),  # the bundled classifier measures, quickly
             "--out",
             str(out),
         ],
