@@ -59,6 +59,22 @@ def test_training_lowers_the_loss_and_writes_a_model_folder(trained_run):
     assert len(list((trained_run / "grids").glob("recon_*.png"))) == 6
 
 
+BASELINES = [("seed", "gaussian_fixed", "SeedConvVAE"), ("seed_mlp", "bernoulli", "SeedMLPVAE")]
+
+
+@pytest.mark.parametrize(("arch", "likelihood", "architecture"), BASELINES)
+def test_the_seed_baselines_train_through_the_same_script(lfw_root, tmp_path, arch, likelihood, architecture):
+    flags = ["--batch-size", "16", "--threads", "1", "--lr-warmup-steps", "5", "--kl-warmup-steps", "10"]
+    result = run_train(["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "2", "--image-size", "32",
+                        "--arch", arch, "--likelihood", likelihood, *flags], timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = metrics(tmp_path)
+    assert log[-1]["train_neg_elbo"] < log[0]["train_neg_elbo"]
+    model = load_model(tmp_path / "model")
+    assert type(model).__name__ == architecture and model.likelihood == likelihood
+    assert model.latent_stats is not None and "Eyeglasses" in model.latent_stats.directions
+
+
 def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, tmp_path):
     args = ["--data", str(lfw_root), "--epochs", "3", "--checkpoint-every", "2", *COMMON]
     unbroken = run_train([*args, "--out", str(tmp_path / "unbroken")], timeout=600)
