@@ -11,15 +11,19 @@ lives there.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import json
 import os
 import random
+import tempfile
+from pathlib import Path
 
 # No analytics calls home at start-up: the app must start at once, with or without a network.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from gradio import processing_utils  # noqa: E402
 
 from vae_demo.hub import ModelChoice, load_with_fallback  # noqa: E402
 from vae_demo.images import ImageError, unreadable  # noqa: E402
@@ -30,7 +34,11 @@ TWO_PHOTOS, DIRECTION = "Between two photos", "Along the frame-colour direction"
 EXAMPLE, UPLOAD, RANDOM = "Example", "Upload", "Random face"
 # Faces are 128 px; show them larger, smoothly scaled by the browser rather than re-encoded.
 CSS = ".face img { width: 100%; height: 100%; object-fit: contain; }"
-LIVE = {"show_progress": "hidden", "trigger_mode": "always_last"}  # slider drags: no overlay, latest value wins
+# Slider drags: no overlay, the latest value wins, and no queue: the browser then sends one
+# HTTP POST per step instead of joining the queue and reading its event stream (measured in
+# chromium: 49 ms instead of 68 ms a step). A step is one decode, so skipping the queue's
+# concurrency limit costs little.
+LIVE = {"show_progress": "hidden", "trigger_mode": "always_last", "queue": False}
 
 
 class PhotoInput(gr.Image):
@@ -59,6 +67,48 @@ def user_errors(fn):
     return wrapper
 
 
+def limit_heap_arenas(arenas: int = 2) -> None:
+    """Let glibc keep at most `arenas` heaps, whatever the number of request threads.
+
+    glibc gives threads their own heaps (up to 8 per core) and keeps memory freed by torch
+    in each, so under concurrent requests the app's memory grew by half
+    (benchmarks/load_test.py: +56% with glibc's default, +19% with 2). Not glibc
+    (macOS, Windows, musl): nothing to do.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX in malloc.h
+    except (OSError, AttributeError):
+        pass
+
+
+def write_image_cache_atomically() -> None:
+    """Make Gradio write output images to its cache under a temporary name, then rename them.
+
+    Gradio (6.31) names each output image's cache file by its content and writes it in place
+    (`processing_utils.save_pil_to_cache`), so when two users get the same picture at once
+    (the preset showcase, the crop of the same photo) one may download the file while the
+    other has just truncated it: "peer closed connection" in benchmarks/load_test.py. Gradio
+    already writes other files this way (`save_file_to_cache`).
+    """
+    if getattr(processing_utils.save_pil_to_cache, "atomic", False):
+        return
+
+    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = processing_utils.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        path = folder / f"{name}.{format}"
+        if not path.exists():  # the name is the content's hash: an existing file is this picture
+            handle, staging = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+            with os.fdopen(handle, "wb") as f:
+                f.write(data)
+            os.replace(staging, path)
+        return str(path.resolve())
+
+    save_pil_to_cache.atomic = True
+    processing_utils.save_pil_to_cache = save_pil_to_cache
+
+
 def face_view(label: str, elem_id: str | None = None, height: int = 320) -> gr.Image:
     """An output image of a face, shown larger than its 128 px (see CSS)."""
     return gr.Image(label=label, height=height, format="png", interactive=False, elem_id=elem_id, elem_classes="face")
@@ -79,6 +129,7 @@ def photo(upload: str | None, example: str | None) -> str:
 
 
 def build_app(choice: ModelChoice) -> gr.Blocks:
+    write_image_cache_atomically()
     studio = Studio(choice.model)
     examples = [(e.label, e.name) for e in studio.examples]
     wearers = [(e.label, e.name) for e in studio.examples if e.glasses and e.frame != "sunglasses"]
@@ -399,6 +450,7 @@ def main() -> None:
         help="requests of one kind computed at the same time (2 suits a 2-core machine)",
     )  # fmt: skip
     args = parser.parse_args()
+    limit_heap_arenas()  # before any thread starts
     choice = load_with_fallback(args.model, args.revision)
     if choice.warning:
         print(f"warning: {choice.warning}", flush=True)

@@ -16,8 +16,8 @@ the val split), and the script writes to OUT:
 - faces.png: the same test faces reconstructed by each model, and samples from each
   model's fitted sampler with the same seeds.
 
-Re-running with the same --out resumes unfinished runs from their checkpoints and re-does
-the evaluation.
+Re-running with the same --out resumes unfinished runs from their checkpoints, and
+evaluates again only models whose weights are newer than their evaluation.
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def train_all(args: argparse.Namespace, out: Path) -> bool:
 
 
 def evaluate(name: str, args: argparse.Namespace, out: Path) -> dict:
+    """The model's test metrics; an evaluation written after its weights is reused."""
     path = out / f"{name}_test.json"
+    if path.is_file() and path.stat().st_mtime > (out / name / "model" / "model.safetensors").stat().st_mtime:
+        return json.loads(path.read_text())
     command = [sys.executable, "-m", "vae_demo.evaluate", "--model", str(out / name / "model"), "--data", args.data,
                "--split", "test", "--classifier", args.classifier, "--out", str(path)]  # fmt: skip
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)

@@ -2,12 +2,13 @@
 
     python benchmarks/load_test.py [--clients 16] [--requests 40] [--max-seconds 900]
 
-Starts `python app.py` on 127.0.0.1, warms it up, records its resident memory, then runs
-`--clients` threads, each its own session making `--requests` mixed requests (showcase
-slider steps, samples of 16, reconstructions of freshly altered photos, GIFs). Bounded in
-count and in time; it never talks to anything but the app it started. Prints errors (and
-"queue full" answers separately), median and p95 latency per request kind, and memory
-before and after.
+Starts `python app.py` on 127.0.0.1, warms it up with one client, then runs `--clients`
+threads, each its own session making `--requests` mixed requests (showcase slider steps,
+samples of 16, reconstructions of freshly altered photos, GIFs). Bounded in count and in
+time; it never talks to anything but the app it started. Prints errors (and "queue full"
+answers separately), median and p95 latency per request kind, and the server's resident
+memory: after the one-client warm-up, once every session has made `--warmup` requests
+(the app's threads and heaps have then seen concurrent use), and at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +40,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent sessions (default: 16)")
     parser.add_argument("--requests", type=int, default=40, help="requests per session (default: 40)")
     parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this long (default: 900)")
+    parser.add_argument(
+        "--warmup", type=int, default=4, help="requests per session before memory is taken again (default: 4)"
+    )
     args = parser.parse_args()
 
     port = free_port()
@@ -50,7 +55,15 @@ def main() -> int:
         while "Running on local URL" not in (line := app.stdout.readline()):
             if not line and app.poll() is not None:
                 raise SystemExit("app.py exited before it started")
-        threading.Thread(target=lambda: [None for _ in app.stdout], daemon=True).start()  # keep the pipe drained
+        server_log = Path(tempfile.mkdtemp(prefix="vae_demo_load_")) / "app.log"
+
+        def drain() -> None:  # keep the pipe from filling, and keep what the server said
+            with open(server_log, "w") as log:
+                for line in app.stdout:
+                    log.write(line)
+                    log.flush()
+
+        threading.Thread(target=drain, daemon=True).start()
         url = f"http://127.0.0.1:{port}/"
         photos = _altered_photos(args.clients * args.requests)
         warm = Client(url, verbose=False)
@@ -60,18 +73,26 @@ def main() -> int:
             warm.predict(i, 0.8, 16, "fitted", api_name="/sample")
             warm.predict(handle_file(str(photos[-1 - i])), None, api_name="/reconstruct")
             warm.predict(api_name="/showcase_gif")
-        memory_before = memory_mb(app.pid, "VmRSS")
+        memory_one_client = memory_mb(app.pid, "VmRSS")
 
         latencies: dict[str, list[float]] = defaultdict(list)
         errors: dict[str, int] = defaultdict(int)
         first_errors: dict[str, str] = {}
         deadline = time.time() + args.max_seconds
         lock = threading.Lock()
+        done = [0]
+        warmed_up = threading.Event()
 
         def session(index: int) -> None:
             rng = random.Random(index)
-            client = Client(url, verbose=False)
-            client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
+            try:
+                client = Client(url, verbose=False)
+                client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
+            except Exception as error:  # counted, so that a lost session cannot go unnoticed
+                with lock:
+                    errors["session start"] += 1
+                    first_errors.setdefault("session start", f"{type(error).__name__}: {error}"[:300])
+                return
             calls = {
                 "slider step": lambda: client.predict(rng.random(), api_name="/showcase_frame"),
                 "sample of 16": lambda: client.predict(rng.randrange(10**6), 0.8, 16, "fitted", api_name="/sample"),
@@ -97,11 +118,18 @@ def main() -> int:
                     with lock:
                         errors[key] += 1
                         first_errors.setdefault(key, f"{type(error).__name__}: {error}"[:300])
+                with lock:
+                    done[0] += 1
+                    if done[0] >= args.clients * args.warmup:
+                        warmed_up.set()
 
         started = time.time()
         threads = [threading.Thread(target=session, args=(i,)) for i in range(args.clients)]
         for thread in threads:
             thread.start()
+        while not warmed_up.wait(0.1) and any(thread.is_alive() for thread in threads):
+            pass
+        memory_before = memory_mb(app.pid, "VmRSS")
         for thread in threads:
             thread.join()
         elapsed = time.time() - started
@@ -116,13 +144,15 @@ def main() -> int:
           f"errors: {dict(errors) or 0}\n")  # fmt: skip
     for kind, message in first_errors.items():
         print(f"first {kind} error: {message}")
+    print(f"server log: {server_log}")
     print("| request | n | median (ms) | p95 (ms) |")
     print("|---|---|---|---|")
     for kind, values in sorted(latencies.items()):
         print(f"| {kind} | {len(values)} | {statistics.median(values):.0f} | {np.percentile(values, 95):.0f} |")
     growth = (memory_after - memory_before) / memory_before * 100
-    print(f"\nServer memory after warm-up {memory_before:.0f} MB, after the load {memory_after:.0f} MB "
-          f"({growth:+.1f}%), peak {peak:.0f} MB")  # fmt: skip
+    print(f"\nServer memory: {memory_one_client:.0f} MB after the one-client warm-up, {memory_before:.0f} MB once "
+          f"every session had made {args.warmup} requests, {memory_after:.0f} MB after the load "
+          f"({growth:+.1f}% since the concurrent warm-up); peak {peak:.0f} MB")  # fmt: skip
     return 0 if not errors else 1
 
 
