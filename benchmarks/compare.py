@@ -50,6 +50,14 @@ ROWS = (  # JSON path in the evaluation, label, format
     ("samples.prior_t1.0.fd", "sample FD, N(0, I) prior ↓", "{:.2f}"),
     ("samples.fitted_t0.8.precision", "sample precision, app's sampler ↑", "{:.2f}"),
     ("samples.fitted_t0.8.recall", "sample recall, app's sampler ↑", "{:.2f}"),
+    ("kept.glasses.reconstructions", "glasses wearers whose reconstruction shows glasses ↑", "{:.0%}"),
+    ("edits.glasses.success", "glasses edit: called glasses ↑", "{:.0%}"),
+    ("edits.glasses.male_flips", "glasses edit: male call flips ↓", "{:.0%}"),
+    ("edits.smiling.success", "smile edit: called smiling ↑", "{:.0%}"),
+    ("edits.frame_light.success", "frame edit: dark called light ↑", "{:.0%}"),
+    ("showcase.two_photos.mean", "showcase Spearman, two photos ↑", "{:.2f}"),
+    ("showcase.direction.mean", "showcase Spearman, direction ↑", "{:.2f}"),
+    ("interpolation.slerp.mean", "slerp path evenness (1 is even) ↓", "{:.2f}"),
 )
 
 
