@@ -166,3 +166,47 @@ def test_an_overload_is_told_to_retry_rather_than_piling_up():
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_users_getting_the_same_picture_at_once_never_download_a_partial_file(tmp_path):
+    """Gradio names an output image's cache file by its content; app.py makes its writes atomic.
+
+    Writers keep saving one picture while a reader keeps reading its cache file: every read
+    sees either no file yet or the whole picture, never a truncated one.
+    """
+    import threading
+
+    from gradio import processing_utils
+
+    import app
+
+    app.write_image_cache_atomically()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    path = Path(processing_utils.save_pil_to_cache(image, str(tmp_path / "probe"), format="png"))
+    whole = path.read_bytes()
+    path.unlink()
+    stop, partial_reads = threading.Event(), []
+
+    def write() -> None:
+        while not stop.is_set():
+            processing_utils.save_pil_to_cache(image, str(tmp_path / "cache"), format="png")
+
+    def read() -> None:
+        target = tmp_path / "cache" / path.parent.name / path.name
+        while not stop.is_set():
+            try:
+                data = target.read_bytes()
+            except FileNotFoundError:
+                continue
+            if data != whole:
+                partial_reads.append(len(data))
+
+    threads = [threading.Thread(target=write) for _ in range(4)] + [threading.Thread(target=read)]
+    for thread in threads:
+        thread.start()
+    threading.Event().wait(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert (tmp_path / "cache" / path.parent.name / path.name).read_bytes() == whole
+    assert partial_reads == []
