@@ -190,7 +190,8 @@ def plot_curves(curves: dict, path: Path) -> None:
 def face_grid(models: dict[str, Path], data: str, path: Path, n: int = 8) -> None:
     """Test faces (glasses wearers first) and each model's reconstructions, then each model's samples."""
     import torch
-    from torchvision.utils import save_image
+    from PIL import Image, ImageDraw, ImageFont
+    from torchvision.utils import make_grid
 
     from vae_demo.data import load_split
     from vae_demo.hub import load_model
@@ -202,13 +203,24 @@ def face_grid(models: dict[str, Path], data: str, path: Path, n: int = 8) -> Non
     glasses = torch.nonzero(test.attributes["Eyeglasses"] > 0.9).flatten()[: n // 2]
     others = torch.nonzero(test.attributes["Eyeglasses"] < 0.1).flatten()[: n - len(glasses)]
     x = uint8_to_float(test.images[torch.cat([glasses, others])])
-    rows = [x]
+    rows, labels = [x], ["test photos"]
     with torch.inference_mode():
-        rows += [model.reconstruct(x) for model in loaded.values()]
-        for model in loaded.values():
+        for name, model in loaded.items():
+            rows.append(model.reconstruct(x))
+            labels.append(f"{RUNS[name][0]}: reconstructions")
+        for name, model in loaded.items():
             z = model.latent_stats.sample(n, "fitted", 0.8, torch.Generator().manual_seed(0))
             rows.append(model.decode(z))
-    save_image(torch.cat(rows), path, nrow=n, padding=2, pad_value=1.0)
+            labels.append(f"{RUNS[name][0]}: samples")
+    grid = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)
+    faces = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    margin, font = 230, ImageFont.load_default(size=15)
+    canvas = Image.new("RGB", (faces.width + margin, faces.height), "white")
+    canvas.paste(faces, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, label in enumerate(labels):
+        draw.text((8, 2 + i * (size + 2) + size // 2), label, fill="black", font=font, anchor="lm")
+    canvas.save(path)
 
 
 if __name__ == "__main__":
