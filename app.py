@@ -228,10 +228,16 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
         with gr.Tab("Showcase: frame colour", id="showcase"):
             gr.Markdown("Drag the slider: the same face, from **dark** to **light** eyeglass frames.")
             with gr.Row():
-                mode = gr.Radio([TWO_PHOTOS, DIRECTION], value=TWO_PHOTOS, label="How")
-                dark = gr.Dropdown([x for x in wearers if x[1] in darks], value=darks[0], label="Dark-framed face")
-                light = gr.Dropdown([x for x in wearers if x[1] in lights], value=lights[0], label="Light-framed face")
-                face = gr.Dropdown(wearers, value=darks[0], label="Face to recolour", visible=False)
+                # The direction first: along it the classifier's frame-lightness score follows t
+                # (Spearman 0.98 on test faces), between two photos much less (0.52; README).
+                mode = gr.Radio([DIRECTION, TWO_PHOTOS], value=DIRECTION, label="How")
+                face = gr.Dropdown(wearers, value=darks[0], label="Face to recolour")
+                dark = gr.Dropdown(
+                    [x for x in wearers if x[1] in darks], value=darks[0], label="Dark-framed face", visible=False
+                )
+                light = gr.Dropdown(
+                    [x for x in wearers if x[1] in lights], value=lights[0], label="Light-framed face", visible=False
+                )
             with gr.Row():
                 with gr.Column(scale=2):
                     t_frame = gr.Slider(

@@ -4,7 +4,7 @@
 
 Writes samples.png (fitted sampler, temperature 0.8, seed 0, and the same seeds from the
 N(0, I) prior below them), reconstructions.png (test photos, glasses wearers first, each
-above its reconstruction) and frame_colour.png (the showcase strip, dark to light).
+above its reconstruction) and frame_colour.png (the showcase strip, dark to light, as the app opens).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def main() -> int:
         x = uint8_to_float(test.images[torch.cat([glasses, others])])
         save_image(torch.cat([x, model.reconstruct(x)]), out / "reconstructions.png", nrow=n, pad_value=1.0)
 
-        dark, light = studio.example_names(frame="dark")[0], studio.example_names(frame="light")[0]
-        path = interpolate(studio.face(dark).z, studio.face(light).z, n)
+        # As the app's showcase opens: its first dark-framed example moved along the frame-colour direction.
+        dark = studio.example_names(frame="dark")[0]
+        path = interpolate(*studio.frame_colour_endpoints(studio.face(dark).z), n)
         save_image(model.decode(path), out / "frame_colour.png", nrow=n, padding=2, pad_value=1.0)
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     return 0
