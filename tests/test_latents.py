@@ -68,3 +68,26 @@ def test_edit_and_traversal_move_along_the_direction():
     assert torch.equal(edit(z, d, 2.0), torch.tensor([2.0, 2.0]))
     steps = traversal(z, d, [-1.0, 0.0, 1.0])
     assert steps.shape == (3, 2) and torch.equal(steps[1], z) and torch.equal(steps[2], torch.tensor([1.5, 2.0]))
+
+
+def test_showcase_endpoints_put_glasses_on_then_set_the_frame_colour_levels():
+    from vae_demo.latent_stats import LatentStats
+    from vae_demo.model import ConvVAE
+    from vae_demo.studio import Studio
+
+    model = ConvVAE(image_size=32, channels=(8, 16), latent_dim=4, res_blocks=0)
+    glasses, frame = torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0, 0.0])
+    model.latent_stats = LatentStats(
+        mean=torch.zeros(4),
+        cov=torch.eye(4),
+        directions={"Eyeglasses": glasses, "frame_light": frame},
+        info={"frame_light": {"negative_level": -1.0, "positive_level": 3.0}},
+    )
+    studio = Studio(model, examples=[])
+    z = torch.tensor([0.5, 7.0, -2.0, 1.0])
+    dark, light = studio.frame_colour_endpoints(z, spread=1.0, glasses=0.0)
+    assert torch.allclose(dark, torch.tensor([0.5, -1.0, -2.0, 1.0]))  # only the frame coordinate moves
+    assert torch.allclose(light, torch.tensor([0.5, 3.0, -2.0, 1.0]))
+    dark, light = studio.frame_colour_endpoints(z, spread=2.0, glasses=2.5)
+    assert torch.allclose(dark, torch.tensor([3.0, -3.0, -2.0, 1.0]))  # glasses added, levels spread apart
+    assert torch.allclose(light, torch.tensor([3.0, 5.0, -2.0, 1.0]))

@@ -39,6 +39,11 @@ EDIT_RANGE = (-2.0, 2.0)
 # An edit of strength 1 moves a face by the whole gap between the two groups' mean codes:
 # the strength the evaluation measures edits at, and the sliders' unit.
 DEFAULT_EDIT_STRENGTH = 1.0
+# The showcase's direction mode: glasses added at this strength before recolouring, and the
+# dark and light levels spread apart this much. Measured in the README ("Results"): at 0 and
+# 1 frames barely show; at 2.5 and 2.5 they are drawn and visibly change.
+SHOWCASE_GLASSES = 2.5
+SHOWCASE_SPREAD = 2.5
 DIRECTION_LABELS = {
     "Eyeglasses": "Glasses",
     "frame_light": "Frame colour (dark → light)",
@@ -180,13 +185,19 @@ class Studio:
         images[0].save(path, save_all=True, append_images=images[1:], duration=70, loop=0)
         return path
 
-    def frame_colour_endpoints(self, z: torch.Tensor, spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame_colour_endpoints(
+        self, z: torch.Tensor, spread: float = SHOWCASE_SPREAD, glasses: float = SHOWCASE_GLASSES
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same face with dark and with light frames, moved along the frame-colour direction.
 
-        The face keeps everything but its coordinate along the direction, which is set to the
+        First the glasses direction is added at strength `glasses`, so that the decoder draws
+        frames at all (it draws them faintly for most wearers' own codes). Then the face keeps
+        everything but its coordinate along the frame-colour direction, which is set to the
         mean level of dark-framed (t = 0) and of light-framed (t = 1) training faces, spread
         apart by `spread` around their midpoint.
         """
+        if glasses and "Eyeglasses" in self.stats.directions:
+            z = edit(z, self._direction("Eyeglasses"), glasses)
         direction = self._direction("frame_light")
         unit = direction / direction.norm()
         info = self.stats.info.get("frame_light", {})
