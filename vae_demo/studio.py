@@ -35,7 +35,7 @@ MAX_SAMPLES = 64
 GIF_FRAMES = 32
 # Slider ranges for attribute edits, in multiples of the direction's natural length (the
 # distance between the two groups' mean codes).
-EDIT_RANGE = (-2.0, 2.0)
+EDIT_RANGE = (-3.0, 3.0)  # glasses start to show from about 2 (README, "Results")
 # An edit of strength 1 moves a face by the whole gap between the two groups' mean codes:
 # the strength the evaluation measures edits at, and the sliders' unit.
 DEFAULT_EDIT_STRENGTH = 1.0
