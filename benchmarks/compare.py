@@ -39,25 +39,24 @@ RUNS = {  # name: (label, train.py flags)
     "seed": ("seed conv VAE", ["--arch", "seed", "--likelihood", "gaussian_fixed"]),
     "seed_mlp": ("seed MLP VAE", ["--arch", "seed_mlp", "--likelihood", "bernoulli"]),
 }
-ROWS = (  # JSON path in the evaluation, label, format
+ROWS = (  # path in the evaluation JSON (keys joined by /), label, format
     ("psnr", "test PSNR (dB) ↑", "{:.2f}"),
     ("ssim", "test SSIM ↑", "{:.3f}"),
     ("neg_elbo_bits_per_dim", "test −ELBO (bits/dim) ↓", "{:.3f}"),
     ("neg_iwae_bits_per_dim", "test −IWAE bound, k = 64 (bits/dim) ↓", "{:.3f}"),
     ("kl_nats", "KL (nats)", "{:.0f}"),
     ("active_units", "active units", "{}"),
-    ("samples.fitted_t0.8.fd", "sample FD, app's sampler (fitted, T 0.8) ↓", "{:.2f}"),
-    ("samples.prior_t1.0.fd", "sample FD, N(0, I) prior ↓", "{:.2f}"),
-    ("samples.fitted_t0.8.precision", "sample precision, app's sampler ↑", "{:.2f}"),
-    ("samples.fitted_t0.8.recall", "sample recall, app's sampler ↑", "{:.2f}"),
-    ("kept.glasses.reconstructions", "glasses wearers whose reconstruction shows glasses ↑", "{:.0%}"),
-    ("edits.glasses.success", "glasses edit: called glasses ↑", "{:.0%}"),
-    ("edits.glasses.male_flips", "glasses edit: male call flips ↓", "{:.0%}"),
-    ("edits.smiling.success", "smile edit: called smiling ↑", "{:.0%}"),
-    ("edits.frame_light.success", "frame edit: dark called light ↑", "{:.0%}"),
-    ("showcase.two_photos.mean", "showcase Spearman, two photos ↑", "{:.2f}"),
-    ("showcase.direction.mean", "showcase Spearman, direction ↑", "{:.2f}"),
-    ("interpolation.slerp.mean", "slerp path evenness (1 is even) ↓", "{:.2f}"),
+    ("samples/fitted_t0.8/fd", "sample FD, app's sampler (fitted, T 0.8) ↓", "{:.2f}"),
+    ("samples/prior_t1.0/fd", "sample FD, N(0, I) prior ↓", "{:.2f}"),
+    ("samples/fitted_t0.8/precision", "sample precision, app's sampler ↑", "{:.2f}"),
+    ("samples/fitted_t0.8/recall", "sample recall, app's sampler ↑", "{:.2f}"),
+    ("kept/glasses/reconstructions", "glasses wearers whose reconstruction shows glasses ↑", "{:.0%}"),
+    ("edits/glasses/success", "glasses edit: called glasses ↑", "{:.0%}"),
+    ("edits/glasses/male_flips", "glasses edit: male call flips ↓", "{:.0%}"),
+    ("edits/smiling/success", "smile edit: called smiling ↑", "{:.0%}"),
+    ("edits/frame_light/success", "frame edit: dark called light ↑", "{:.0%}"),
+    ("showcase/two_photos/mean", "showcase Spearman, two photos ↑", "{:.2f}"),
+    ("interpolation/slerp/mean", "slerp path evenness (1 is even) ↓", "{:.2f}"),
 )
 
 
@@ -138,8 +137,8 @@ def minutes_to_reach(curve: list[tuple[float, float]], target: float) -> float |
     return next((minutes for minutes, value in curve if value >= target), None)
 
 
-def lookup(metrics: dict, dotted: str):
-    for key in dotted.split("."):
+def lookup(metrics: dict, path: str):
+    for key in path.split("/"):
         if not isinstance(metrics, dict) or key not in metrics:
             return None
         metrics = metrics[key]
