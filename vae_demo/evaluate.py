@@ -35,7 +35,12 @@ from vae_demo.data import DataError, FaceData, load_split
 from vae_demo.images import uint8_to_float
 from vae_demo.latents import edit, interpolate
 from vae_demo.model import HubVAE, WeightsError
-from vae_demo.objective import bits_per_dim, gaussian_nll_from_squared_error, kl_to_standard_normal
+from vae_demo.objective import (
+    bits_per_dim,
+    gaussian_nll_from_squared_error,
+    kl_per_dimension,
+    kl_to_standard_normal,
+)
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: a unit is active if Var_x(E_q[z_j]) > 0.01
 PR_NEIGHBOURS = 3  # Kynkaanniemi et al. 2019: each point's ball reaches its 3rd nearest neighbour
@@ -161,7 +166,7 @@ def posterior(model: HubVAE, images: torch.Tensor, batch_size: int = 128) -> tup
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Closed-form KL(q(z_j|x) || N(0, 1)) of each latent dimension j, averaged over images (D,); sums to the KL."""
-    return (-0.5 * (1 + logvar.double() - mu.double().pow(2) - logvar.double().exp())).mean(0)
+    return kl_per_dimension(mu.double(), logvar.double()).mean(0)
 
 
 @torch.no_grad()

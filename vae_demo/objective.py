@@ -49,13 +49,18 @@ class ElboTerms(NamedTuple):
         return self.reconstruction_nll + self.kl
 
 
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, shape (B,).
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_j, exp(logvar_j)) || N(0, 1)) of each latent dimension j, shape (B, D).
 
     Closed form from Kingma & Welling 2014, Appendix B:
-        -KL = 1/2 * sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)
+        -KL_j = 1/2 * (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)
     """
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, shape (B,): the sum over dimensions."""
+    return kl_per_dimension(mu, logvar).sum(dim=1)
 
 
 def gaussian_nll(
