@@ -115,6 +115,11 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur with std `sigma` pixels, the kernel reaching 3 sigma each side."""
+    return gaussian_blur(x, 2 * math.ceil(3 * sigma) + 1, sigma)
+
+
 def random_blur(x: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """Half the batches blurred with one random Gaussian std in [0.3, max_sigma] pixels.
 
@@ -124,19 +129,18 @@ def random_blur(x: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """
     if max_sigma <= 0 or torch.rand(()) < 0.5:
         return x
-    sigma = float(torch.empty(()).uniform_(0.3, max_sigma))
-    return gaussian_blur(x, 2 * math.ceil(3 * sigma) + 1, sigma)
+    return blur(x, float(torch.empty(()).uniform_(0.3, max_sigma)))
 
 
-def report(model: AttributeClassifier, data, blur: float = 0.0) -> dict:
+def report(model: AttributeClassifier, data, blur_sigma: float = 0.0) -> dict:
     """Accuracy and AUC per attribute on confident labels (p > 0.5 as positive; frames: hand labels).
 
-    With `blur`, on the images blurred with that Gaussian std (pixels): how the classifier
-    fares on pictures as soft as a VAE's.
+    With `blur_sigma`, on the images blurred with that Gaussian std (pixels): how the
+    classifier fares on pictures as soft as a VAE's.
     """
     images = uint8_to_float(data.images)
-    if blur:
-        images = gaussian_blur(images, 2 * math.ceil(3 * blur) + 1, blur)
+    if blur_sigma:
+        images = blur(images, blur_sigma)
     probabilities = model.predict(images)
     values, known = targets(data.attributes, data.frame_light, model.attributes)
     result = {}
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         if mean_auc > best:
             best, best_state = mean_auc, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    metrics = {"val": report(model, val), "test": report(model, test), "test_blur2": report(model, test, blur=2.0)}
+    metrics = {"val": report(model, val), "test": report(model, test), "test_blur2": report(model, test, 2.0)}
     model.save_pretrained(args.out)
     (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics["test"], indent=2))
