@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import free_port, memory_mb  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_FLAGS, free_port, memory_mb  # noqa: E402
 
 SHOWCASE = ["Between two photos", "Paul_Krueger_0001.jpg", "Ron_Dittemore_0008.jpg", "Paul_Krueger_0001.jpg", None]
 TARGETS_MS = {"showcase slider step": 60, "32-frame GIF": 1500}
@@ -134,17 +133,14 @@ SLIDER_STEP_JS = """async (value) => {
 
 def _browser_slider_steps(url: str, repeats: int) -> list[float]:
     """Slider-step latencies (ms) measured in chromium; empty where chromium or Playwright is missing."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return []
-    if not Path(chromium).exists():
+    if not Path(CHROMIUM).exists():
         return []
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=flags, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_page()
         page.goto(url)
         page.locator("#showcase-image img").wait_for(state="visible", timeout=60_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
+# Debian's chromium for the browser tests and benchmark (`playwright install` cannot download one here).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 ATTRIBUTES = ["Eyeglasses", "Male", "Smiling", "Young"]
 
 
