@@ -55,6 +55,7 @@ class TrainConfig:
     arch: str = "conv"  # "conv" (ours), "seed" or "seed_mlp" (the seed tutorials' conv and MLP VAEs)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # encoder widths, one per halving
     latent_dim: int = 256  # size of z
+    spatial_latent: bool = False  # z as a map of codes on the last feature map's grid (see ConvVAE)
     res_blocks: int = 2  # residual blocks per low-resolution stage
     likelihood: str = "gaussian_optimal"  # decoder p(x|z): see vae_demo/objective.py
     eye_weight: float = 4.0  # how much more the band across the eyes counts in the likelihood (1: plain)
@@ -155,6 +156,7 @@ def build_model(cfg: TrainConfig) -> HubVAE:
         res_blocks=cfg.res_blocks,
         likelihood=cfg.likelihood,
         eye_weight=cfg.eye_weight,
+        spatial_latent=cfg.spatial_latent,
     )
 
 

@@ -13,7 +13,7 @@ from vae_demo.hub import load_model
 
 def tiny(**kwargs) -> ConvVAE:
     torch.manual_seed(0)
-    return ConvVAE(image_size=32, channels=(8, 16, 32), latent_dim=8, res_blocks=1, **kwargs).eval()
+    return ConvVAE(**{"image_size": 32, "channels": (8, 16, 32), "latent_dim": 8, "res_blocks": 1, **kwargs}).eval()
 
 
 def test_shapes_and_ranges():
@@ -49,6 +49,21 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(loaded.latent_stats.directions["Eyeglasses"], torch.ones(8))
     assert torch.allclose(loaded.latent_stats.cov, model.latent_stats.cov)
     assert isinstance(load_model(tmp_path / "m"), ConvVAE)
+
+
+def test_spatial_latent_speaks_flat_codes_and_round_trips(tmp_path):
+    model = tiny(spatial_latent=True, latent_dim=2 * 4 * 4)  # two numbers per cell of the 4x4 grid
+    assert model.latent_shape == (2, 4, 4)
+    x = torch.rand(3, 3, 32, 32)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (3, 32)
+    assert model.decode(mu).shape == x.shape
+    model.save_pretrained(tmp_path / "grid")
+    loaded = load_model(tmp_path / "grid")
+    assert loaded.config["spatial_latent"] is True
+    assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
+    with pytest.raises(ValueError, match="4x4 grid"):
+        tiny(spatial_latent=True, latent_dim=8 * 3)
 
 
 @pytest.mark.parametrize("baseline", [SeedConvVAE, SeedMLPVAE])

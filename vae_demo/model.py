@@ -16,7 +16,6 @@ Saving and loading go through `PyTorchModelHubMixin`: `save_pretrained(dir)` wri
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -201,6 +200,12 @@ class ConvVAE(HubVAE):
     The encoder halves the resolution once per entry of `channels`, the decoder mirrors it.
     Stages at `res_block_max_size` pixels or less get `res_blocks` residual blocks each.
 
+    The code z is either one global vector, reached from the last feature map through a
+    linear layer, or (`spatial_latent`) a small map of codes, one short vector per cell of
+    the last feature map, reached through 1x1 convolutions. Either way `encode` and `decode`
+    speak flat vectors of `latent_dim` numbers, so the latent operations need not know.
+    A spatial code keeps each region's detail (the eyes, the frames) in its own cells.
+
     Args:
         image_size: Side of the square input, in pixels; must divide by 2 ** len(channels).
         in_channels: Colour channels of the images (3 for RGB).
@@ -216,6 +221,8 @@ class ConvVAE(HubVAE):
         eye_weight: How many times more the band across the eyes counts in the Gaussian
             likelihood than the rest of the face (a per-pixel precision map with mean 1; 1 is
             the plain likelihood). The glasses live there.
+        spatial_latent: Codes on the last feature map's grid instead of one global vector;
+            `latent_dim` must then divide by the grid's number of cells.
     """
 
     def __init__(
@@ -229,6 +236,7 @@ class ConvVAE(HubVAE):
         likelihood: str = "gaussian_optimal",
         log_sigma: float = FIXED_LOG_SIGMA,
         eye_weight: float = 1.0,
+        spatial_latent: bool = False,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -246,13 +254,21 @@ class ConvVAE(HubVAE):
             encoder.append(down(c_in, c_out))
             if size <= res_block_max_size:
                 encoder.extend(ResBlock(c_out) for _ in range(res_blocks))
-        self.encoder = nn.Sequential(*encoder, nn.Flatten())
-        n_bottom = math.prod(self.bottom_shape)
-        # One linear layer gives mean and log-variance; predicting log sigma^2 rather than
-        # sigma keeps the variance positive without a clamp and the KL numerically stable.
-        self.to_posterior = nn.Linear(n_bottom, 2 * latent_dim)
-
-        self.from_latent = nn.Linear(latent_dim, n_bottom)
+        self.encoder = nn.Sequential(*encoder)
+        self.spatial_latent = spatial_latent
+        width, cells = channels[-1], bottom * bottom
+        if spatial_latent:
+            if latent_dim % cells:
+                raise ValueError(f"latent_dim {latent_dim} does not divide into the {bottom}x{bottom} grid")
+            self.latent_shape = (latent_dim // cells, bottom, bottom)
+            # Mean and log-variance per cell; predicting log sigma^2 rather than sigma keeps
+            # the variance positive without a clamp and the KL numerically stable.
+            self.to_posterior = nn.Conv2d(width, 2 * self.latent_shape[0], 1)
+            self.from_latent = nn.Conv2d(self.latent_shape[0], width, 1)
+        else:
+            self.latent_shape = (latent_dim,)
+            self.to_posterior = nn.Linear(width * cells, 2 * latent_dim)
+            self.from_latent = nn.Linear(latent_dim, width * cells)
         decoder = []
         reversed_channels = channels[::-1]
         for c_in, c_out in zip(reversed_channels, (*reversed_channels[1:], reversed_channels[-1]), strict=True):
@@ -275,11 +291,16 @@ class ConvVAE(HubVAE):
         Returns:
             mu, logvar: each of shape (B, latent_dim).
         """
-        return self.to_posterior(self.encoder(x)).chunk(2, dim=1)
+        features = self.encoder(x)
+        if not self.spatial_latent:
+            features = features.flatten(1)
+        mu, logvar = self.to_posterior(features).chunk(2, dim=1)
+        return mu.flatten(1), logvar.flatten(1)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid decoder output, shape (B, C, H, W)."""
-        return self.decoder(self.from_latent(z).view(-1, *self.bottom_shape))
+        features = self.from_latent(z.view(-1, *self.latent_shape))
+        return self.decoder(features.view(-1, *self.bottom_shape))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] for latent codes z of shape (B, latent_dim): the decoder's mean."""
