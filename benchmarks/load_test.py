@@ -83,15 +83,19 @@ def main() -> int:
         done = [0]
         warmed_up = threading.Event()
 
+        def record_error(key: str, error: Exception) -> None:
+            """Count it, and keep the first message of each kind for the report."""
+            with lock:
+                errors[key] += 1
+                first_errors.setdefault(key, f"{type(error).__name__}: {error}"[:300])
+
         def session(index: int) -> None:
             rng = random.Random(index)
             try:
                 client = Client(url, verbose=False)
                 client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
             except Exception as error:  # counted, so that a lost session cannot go unnoticed
-                with lock:
-                    errors["session start"] += 1
-                    first_errors.setdefault("session start", f"{type(error).__name__}: {error}"[:300])
+                record_error("session start", error)
                 return
             calls = {
                 "slider step": lambda: client.predict(rng.random(), api_name="/showcase_frame"),
@@ -114,10 +118,7 @@ def main() -> int:
                     with lock:
                         latencies[kind].append((time.perf_counter() - tic) * 1000)
                 except Exception as error:
-                    key = "queue full" if "queue is full" in str(error).lower() else kind
-                    with lock:
-                        errors[key] += 1
-                        first_errors.setdefault(key, f"{type(error).__name__}: {error}"[:300])
+                    record_error("queue full" if "queue is full" in str(error).lower() else kind, error)
                 with lock:
                     done[0] += 1
                     if done[0] >= args.clients * args.warmup:

@@ -29,6 +29,7 @@ def test_summary_uses_the_given_decoder_variance():
         sampled_squared_error=torch.tensor([4.0], dtype=torch.float64),
         kl=torch.tensor([3.0]),
         mu=torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
+        logvar=torch.zeros(2, 2),
         dims=100,
     )
     log_sigma = math.log(0.2)

@@ -73,22 +73,32 @@ class AttributeClassifier(nn.Module, PyTorchModelHubMixin, library_name="vae_dem
         return self.head(self.features(x))
 
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Probabilities (B, len(attributes)) for images in [0, 1] (or uint8)."""
-        return self._batched(lambda batch: torch.sigmoid(self(batch)), x, batch_size)
+        """Probabilities (B, len(attributes)) for images in [0, 1] or uint8, of any size."""
+        return self.describe(x, batch_size)[1]
 
     def embed(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Features (B, D) for images in [0, 1] (or uint8)."""
-        return self._batched(self.features, x, batch_size)
+        """Features (B, channels[-1]) for images in [0, 1] or uint8, of any size."""
+        return self.describe(x, batch_size)[0]
 
     @torch.inference_mode()
-    def _batched(self, fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def describe(self, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, channels[-1]) and probabilities (B, len(attributes)), from one pass per batch.
+
+        Images are uint8 or float in [0, 1]; those of another size than `image_size` are
+        resized to it (antialiased bilinear). Results come back on the CPU.
+        """
         self.eval()
-        outputs = []
+        device = next(self.parameters()).device
+        features, probabilities = [], []
         for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size]
-            batch = uint8_to_float(batch) if batch.dtype == torch.uint8 else batch
-            outputs.append(fn(batch.to(next(self.parameters()).device)).cpu())
-        return torch.cat(outputs)
+            batch = x[start : start + batch_size].to(device)
+            batch = uint8_to_float(batch) if batch.dtype == torch.uint8 else batch.float()
+            if batch.shape[-1] != self.image_size:
+                batch = F.interpolate(batch, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
+            h = self.features(batch)
+            features.append(h.float().cpu())
+            probabilities.append(torch.sigmoid(self.head(h)).float().cpu())
+        return torch.cat(features), torch.cat(probabilities)
 
 
 def targets(attributes: dict[str, torch.Tensor], frame_light: torch.Tensor | None, names: tuple[str, ...]):

@@ -87,7 +87,8 @@ class PassResult:
     mse: torch.Tensor  # of the reconstruction from the mean code
     sampled_squared_error: torch.Tensor  # summed over pixels, reconstruction from z ~ q(z|x)
     kl: torch.Tensor
-    mu: torch.Tensor
+    mu: torch.Tensor  # the posterior q(z|x) of each image: mean and log-variance
+    logvar: torch.Tensor
     dims: int
 
     def optimal_log_sigma(self) -> float:
@@ -100,7 +101,7 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
     """Encode and decode every image (uint8, (N, 3, S, S)) once, with a private RNG."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    out = {k: [] for k in ("psnr", "ssim", "mse", "sampled_squared_error", "kl", "mu")}
+    out = {k: [] for k in ("psnr", "ssim", "mse", "sampled_squared_error", "kl", "mu", "logvar")}
     for start in range(0, len(images), batch_size):
         x = uint8_to_float(images[start : start + batch_size]).to(model.device)
         mu, logvar = model.encode(x)
@@ -113,6 +114,7 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
         out["sampled_squared_error"].append((sampled - x).pow(2).flatten(1).sum(1).double())
         out["kl"].append(kl_to_standard_normal(mu.float(), logvar.float()))
         out["mu"].append(mu.float())
+        out["logvar"].append(logvar.float())
     return PassResult(**{k: torch.cat(v).cpu() for k, v in out.items()}, dims=images[0].numel())
 
 
@@ -141,8 +143,14 @@ def evaluate(
     model: HubVAE, images: torch.Tensor, sigma_images: torch.Tensor | None = None, batch_size: int = 128
 ) -> dict:
     """Metrics on `images`, with the decoder variance at its optimum on `sigma_images` (or on `images`)."""
+    return summarize(*_pass_and_sigma(model, images, sigma_images, batch_size))
+
+
+def _pass_and_sigma(
+    model: HubVAE, images: torch.Tensor, sigma_images: torch.Tensor | None, batch_size: int
+) -> tuple[PassResult, float | None]:
     log_sigma = None if sigma_images is None else model_pass(model, sigma_images, batch_size).optimal_log_sigma()
-    return summarize(model_pass(model, images, batch_size), log_sigma)
+    return model_pass(model, images, batch_size), log_sigma
 
 
 # Extended metrics: likelihood bound, latent use, and the classifier's view of the model ----------
@@ -210,27 +218,6 @@ def iwae_bound(
     return torch.cat(bounds)
 
 
-@torch.inference_mode()
-def classify(classifier: AttributeClassifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier features (B, F) and probabilities (B, A) of images (uint8 or in [0, 1]), one forward pass.
-
-    Images of another size than the classifier's are resized to it (antialiased bilinear).
-    """
-    classifier.eval()
-    x = images.to(next(classifier.parameters()).device)
-    x = uint8_to_float(x) if x.dtype == torch.uint8 else x.float()
-    if x.shape[-1] != classifier.image_size:
-        x = F.interpolate(x, size=classifier.image_size, mode="bilinear", antialias=True, align_corners=False)
-    features = classifier.features(x)
-    return features.float().cpu(), torch.sigmoid(classifier.head(features)).float().cpu()
-
-
-def classify_all(classifier: AttributeClassifier, images: torch.Tensor, batch_size: int = 128):
-    """`classify` over a whole set of images, in batches."""
-    parts = [classify(classifier, images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts])
-
-
 @torch.no_grad()
 def decode_and_classify(
     model: HubVAE, classifier: AttributeClassifier, z: torch.Tensor, batch_size: int = 128
@@ -238,7 +225,7 @@ def decode_and_classify(
     """Decode codes (N, D) and classify the images: features (N, F), probabilities (N, A)."""
     model.eval()
     parts = [
-        classify(classifier, model.decode(z[i : i + batch_size].to(model.device)).float())
+        classifier.describe(model.decode(z[i : i + batch_size].to(model.device)).float(), batch_size)
         for i in range(0, len(z), batch_size)
     ]
     return torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts])
@@ -438,7 +425,12 @@ def edit_metrics(
 
 
 def kept_attribute_metrics(
-    model: HubVAE, classifier: AttributeClassifier, data: FaceData, mu: torch.Tensor, batch_size: int = 128
+    model: HubVAE,
+    classifier: AttributeClassifier,
+    data: FaceData,
+    mu: torch.Tensor,
+    photo_probabilities: torch.Tensor,
+    batch_size: int = 128,
 ) -> dict:
     """Do reconstructions keep the glasses and their frame colour? The classifier on photos and on reconstructions.
 
@@ -457,7 +449,7 @@ def kept_attribute_metrics(
             results[key] = None
             continue
         column = names.index(attribute)
-        _, photos = classify_all(classifier, data.images[rows], batch_size)
+        photos = photo_probabilities[rows]
         _, recons = decode_and_classify(model, classifier, mu[rows], batch_size)
         truth = torch.ones(int(rows.sum()), dtype=torch.bool) if key == "glasses" else frame[rows] > 0.5
         results[key] = {
@@ -549,6 +541,7 @@ def extended_metrics(
     pairs: int = 200,
     seed: int = 0,
     batch_size: int = 128,
+    codes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
     """The expensive metrics, for `python -m vae_demo.evaluate` (train.py does not run them).
 
@@ -563,6 +556,7 @@ def extended_metrics(
         pairs: Random pairs of faces for the interpolation paths.
         seed: Of every random draw here.
         batch_size: Images (or codes) per forward pass.
+        codes: The split's posterior means and log-variances, if already computed.
 
     Returns:
         kl_per_dim, neg_iwae_nats, neg_iwae_bits_per_dim, iwae_k, n_samples, samples, kept
@@ -571,7 +565,7 @@ def extended_metrics(
     from vae_demo.studio import DEFAULT_EDIT_STRENGTH  # here: studio imports this module
 
     start = time.monotonic()
-    mu, logvar = posterior(model, data.images, batch_size)
+    mu, logvar = codes if codes is not None else posterior(model, data.images, batch_size)
     metrics: dict = {"kl_per_dim": kl_per_dim(mu, logvar).tolist(), "iwae_k": iwae_k}
     neg_iwae = None
     if iwae_k > 0:
@@ -582,12 +576,12 @@ def extended_metrics(
     metrics["n_samples"] = samples
     if classifier is None:
         return metrics | dict.fromkeys(("samples", "kept", "edits", "interpolation", "showcase"))
-    real_features, _ = classify_all(classifier, data.images, batch_size)
+    real_features, real_probabilities = classifier.describe(data.images, batch_size)
     _progress(f"classifier features of {len(data)} photos ({time.monotonic() - start:.0f} s)")
     metrics["samples"] = (
         sample_metrics(model, classifier, real_features, samples, seed, batch_size) if samples else None
     )
-    metrics["kept"] = kept_attribute_metrics(model, classifier, data, mu, batch_size)
+    metrics["kept"] = kept_attribute_metrics(model, classifier, data, mu, real_probabilities, batch_size)
     metrics["edits"] = edit_metrics(model, classifier, data, mu, DEFAULT_EDIT_STRENGTH, batch_size)
     _progress(f"edits ({time.monotonic() - start:.0f} s): {json.dumps(metrics['edits'])}")
     metrics["interpolation"] = interpolation_metrics(model, classifier, mu, pairs, PATH_STEPS, seed, batch_size)
@@ -671,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _progress(f"no classifier folder {args.classifier}: skipping samples, edits and paths")
     _progress(f"{len(data)} {args.split} images; reconstructions and negative ELBO")
-    metrics = evaluate(model, data.images, sigma_images, args.batch_size)
+    result, log_sigma = _pass_and_sigma(model, data.images, sigma_images, args.batch_size)
+    metrics = summarize(result, log_sigma)
     metrics |= {"split": args.split, "sigma_split": args.sigma_split if sigma_images is not None else args.split}
     metrics |= extended_metrics(
         model,
@@ -683,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pairs,
         args.seed,
         args.batch_size,
+        codes=(result.mu, result.logvar),
     )
     metrics["classifier"] = args.classifier if classifier is not None else None
     if args.kl_plot:
