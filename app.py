@@ -259,6 +259,8 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                     [("Fitted to training faces", "fitted"), ("N(0, I) prior", "prior")],
                     value="fitted",
                     label="Sampler",
+                    info="Fitted: a Gaussian fitted to the codes of training faces. Prior: the N(0, I) the "
+                    "training pulls codes towards; the codes fill only part of it, so its draws are rarely faces.",
                 )
             with gr.Row():
                 sample_button = gr.Button("Sample", variant="primary", elem_id="sample-button")

@@ -220,6 +220,8 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
     for mode in ("two_photos", "direction"):
         summary = metrics["showcase"][mode]
         assert summary["n"] > summary["n_undefined"] and -1 <= summary["mean"] <= 1
+        for seen in ("start_called_dark", "end_called_light", "frames_called_glasses"):
+            assert 0 <= summary[seen] <= 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -345,7 +345,7 @@ def sample_metrics(
     return results
 
 
-def _edit_effect(
+def edit_effect(
     model: HubVAE,
     classifier: AttributeClassifier,
     z: torch.Tensor,
@@ -389,7 +389,7 @@ def edit_metrics(
     strength: float,
     batch_size: int = 128,
 ) -> dict:
-    """Add glasses and a smile to faces without, and lighten dark frames; see `_edit_effect`.
+    """Add glasses and a smile to faces without, and lighten dark frames; see `edit_effect`.
 
     Glasses go on faces with P(Eyeglasses) < 0.1 in the data, a smile on faces with
     P(Smiling) < 0.1. Frames are lightened on the hand-labelled dark frames and, since those
@@ -404,7 +404,7 @@ def edit_metrics(
             results[key] = None
             continue
         rows = data.attributes.get(attribute, nan) < EDIT_ABSENT
-        results[key] = _edit_effect(model, classifier, mu[rows], attribute, strength, batch_size)
+        results[key] = edit_effect(model, classifier, mu[rows], attribute, strength, batch_size)
     if "frame_light" not in directions or "frame_light" not in classifier.attributes:
         results["frame_light"] = None
         return results
@@ -419,7 +419,7 @@ def edit_metrics(
         z, reference = mu[candidates][keep], reference[keep]
     else:
         z, reference = mu[:0], None
-    results["frame_light"] = _edit_effect(model, classifier, z, "frame_light", strength, batch_size, reference)
+    results["frame_light"] = edit_effect(model, classifier, z, "frame_light", strength, batch_size, reference)
     results["frame_light"]["n_hand_labelled"] = int(labelled_dark.sum())
     return results
 
@@ -493,27 +493,39 @@ def showcase_metrics(
     max_pairs: int = MAX_SHOWCASE_PAIRS,
     seed: int = 0,
     batch_size: int = 128,
+    glasses: float | None = None,
+    spread: float | None = None,
 ) -> dict | None:
     """Does the frame lighten steadily along the showcase's paths? Spearman of P(light frames) with t.
 
     Two modes, as in the app (slerp, its default): morphs between a hand-labelled
     dark-framed and a light-framed face (every such pair, at most `max_pairs`, drawn with
     the seed), and each labelled glasses wearer moved along the frame-colour direction from
-    the dark to the light level (`Studio.frame_colour_endpoints`).
+    the dark to the light level (`Studio.frame_colour_endpoints`, with the app's `glasses`
+    and `spread` unless given). Beside the correlation, what a viewer sees: the share of
+    path frames called "glasses", of paths that start called dark and of paths that end
+    called light.
     """
     if "frame_light" not in classifier.attributes or data.frame_light is None:
         return None
-    from vae_demo.studio import Studio  # here: studio imports this module
+    from vae_demo.studio import SHOWCASE_GLASSES, SHOWCASE_SPREAD, Studio  # here: studio imports this module
 
     column = classifier.attributes.index("frame_light")
+    glasses_column = classifier.attributes.index("Eyeglasses") if "Eyeglasses" in classifier.attributes else None
     t = torch.linspace(0, 1, steps)
 
-    def correlations(ends: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    def path_metrics(ends: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
         if not ends:
             return _summary(torch.empty(0))
         paths = torch.stack([interpolate(a, b, steps, "slerp") for a, b in ends])
         _, probabilities = decode_and_classify(model, classifier, paths.flatten(0, 1), batch_size)
-        return _summary(spearman(probabilities[:, column].view(len(ends), steps), t.expand(len(ends), -1)))
+        light = probabilities[:, column].view(len(ends), steps)
+        seen = {
+            "start_called_dark": _share(light[:, 0] < 0.5),
+            "end_called_light": _share(light[:, -1] > 0.5),
+            "frames_called_glasses": None if glasses_column is None else _share(probabilities[:, glasses_column] > 0.5),
+        }
+        return _summary(spearman(light, t.expand(len(ends), -1))) | seen
 
     dark = torch.nonzero(data.frame_light == 0).flatten().tolist()
     light = torch.nonzero(data.frame_light == 1).flatten().tolist()
@@ -521,12 +533,15 @@ def showcase_metrics(
     if len(pairs) > max_pairs:
         chosen = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:max_pairs]
         pairs = [pairs[i] for i in chosen.tolist()]
-    results = {"two_photos": correlations([(mu[d], mu[li]) for d, li in pairs])}
+    results = {"two_photos": path_metrics([(mu[d], mu[li]) for d, li in pairs])}
     if model.latent_stats is None or "frame_light" not in model.latent_stats.directions:
         results["direction"] = None
     else:
         studio = Studio(model, examples=[])
-        results["direction"] = correlations([studio.frame_colour_endpoints(mu[i]) for i in sorted(dark + light)])
+        glasses = SHOWCASE_GLASSES if glasses is None else glasses
+        spread = SHOWCASE_SPREAD if spread is None else spread
+        ends = [studio.frame_colour_endpoints(mu[i], spread, glasses) for i in sorted(dark + light)]
+        results["direction"] = path_metrics(ends) | {"glasses": glasses, "spread": spread}
     _progress("showcase: " + ", ".join(f"{k} {v and v['mean']}" for k, v in results.items()))
     return results
 

@@ -1,0 +1,77 @@
+"""How strong must an edit be? The measurements behind the app's edit and showcase settings.
+
+    python benchmarks/edit_strengths.py --model assets/model --data ../shared/data/lfw
+
+Prints two tables for one model, judged by the bundled attribute classifier on the test split:
+1. The glasses direction added at several strengths to faces without glasses: the share
+   called "glasses" and the share whose male/female call flips.
+2. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
+   glasses wearer, over a grid of glasses strengths and dark/light spreads: Spearman of
+   P(light frames) with t, frames called glasses, starts called dark, ends called light.
+The app's settings live in vae_demo/studio.py (DEFAULT_EDIT_STRENGTH, SHOWCASE_GLASSES,
+SHOWCASE_SPREAD); a model trained on other photos may want other values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vae_demo.classifier import AttributeClassifier  # noqa: E402
+from vae_demo.data import load_split  # noqa: E402
+from vae_demo.evaluate import EDIT_ABSENT, edit_effect, posterior, showcase_metrics  # noqa: E402
+from vae_demo.hub import load_model  # noqa: E402
+
+
+def percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
+    parser.add_argument("--data", default="../shared/data/lfw", help="collection with a test split")
+    parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
+    parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3], help="glasses edits")
+    parser.add_argument("--showcase-glasses", type=float, nargs="+", default=[0, 1, 2.5], help="(default: 0 1 2.5)")
+    parser.add_argument("--spreads", type=float, nargs="+", default=[1, 2.5], help="(default: 1 2.5)")
+    args = parser.parse_args()
+
+    model = load_model(args.model)
+    with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub's loading message
+        classifier = AttributeClassifier.from_pretrained(args.classifier)
+    data = load_split(args.data, "test", model.image_size)
+    mu, _ = posterior(model, data.images)
+
+    without = torch.nonzero(data.attributes["Eyeglasses"] < EDIT_ABSENT).flatten()
+    without = without[torch.randperm(len(without), generator=torch.Generator().manual_seed(0))[: args.faces]]
+    print(f"Glasses edit on {len(without)} test faces without glasses ({args.model})\n")
+    print("| strength | called glasses | male call flips |\n|---|---|---|")
+    for strength in args.strengths:
+        effect = edit_effect(model, classifier, mu[without], "Eyeglasses", strength, batch_size=128)
+        print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} |")
+
+    print("\nShowcase along the frame-colour direction, hand-labelled test wearers\n")
+    print("| glasses | spread | Spearman | frames called glasses | start called dark | end called light |")
+    print("|---|---|---|---|---|---|")
+    for glasses in args.showcase_glasses:
+        for spread in args.spreads:
+            seen = showcase_metrics(model, classifier, data, mu, max_pairs=0, glasses=glasses, spread=spread)
+            d = seen["direction"]
+            print(
+                f"| {glasses:g} | {spread:g} | {d['mean']:.2f} | {percent(d['frames_called_glasses'])} "
+                f"| {percent(d['start_called_dark'])} | {percent(d['end_called_light'])} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
