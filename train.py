@@ -53,9 +53,9 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips (faces are nearly symmetric)
     # model
     arch: str = "conv"  # "conv" (ours), "seed" or "seed_mlp" (the seed tutorials' conv and MLP VAEs)
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # encoder widths, one per halving
-    latent_dim: int = 256  # size of z
-    spatial_latent: bool = False  # z as a map of codes on the last feature map's grid (see ConvVAE)
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder widths, one per halving (128 px -> 8 px)
+    latent_dim: int = 512  # size of z: with --spatial-latent, grid cells x numbers per cell (8 x 8 x 8)
+    spatial_latent: bool = True  # z as codes on the last feature map's grid, not one global vector
     res_blocks: int = 2  # residual blocks per low-resolution stage
     likelihood: str = "gaussian_optimal"  # decoder p(x|z): see vae_demo/objective.py
     eye_weight: float = 4.0  # how much more the band across the eyes counts in the likelihood (1: plain)
@@ -149,15 +149,18 @@ def build_model(cfg: TrainConfig) -> HubVAE:
         return SeedMLPVAE(image_size=cfg.image_size)
     if cfg.arch != "conv":
         raise SystemExit(f"error: --arch must be 'conv', 'seed' or 'seed_mlp', got {cfg.arch!r}")
-    return ConvVAE(
-        image_size=cfg.image_size,
-        channels=cfg.channels,
-        latent_dim=cfg.latent_dim,
-        res_blocks=cfg.res_blocks,
-        likelihood=cfg.likelihood,
-        eye_weight=cfg.eye_weight,
-        spatial_latent=cfg.spatial_latent,
-    )
+    try:
+        return ConvVAE(
+            image_size=cfg.image_size,
+            channels=cfg.channels,
+            latent_dim=cfg.latent_dim,
+            res_blocks=cfg.res_blocks,
+            likelihood=cfg.likelihood,
+            eye_weight=cfg.eye_weight,
+            spatial_latent=cfg.spatial_latent,
+        )
+    except ValueError as error:  # sizes that do not fit together
+        raise SystemExit(f"error: {error}") from error
 
 
 # Checkpoints ------------------------------------------------------------------------------

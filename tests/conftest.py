@@ -91,7 +91,8 @@ def lfw_root(tmp_path_factory) -> Path:
     return make_lfw(tmp_path_factory.mktemp("lfw"), {"train": 96, "val": 24, "test": 24})
 
 
-TINY_MODEL_FLAGS = ["--image-size", "32", "--channels", "8", "16", "32", "--latent-dim", "8", "--res-blocks", "1"]
+# 32 px down to a 4 x 4 grid of codes, 2 numbers per cell.
+TINY_MODEL_FLAGS = ["--image-size", "32", "--channels", "8", "16", "32", "--latent-dim", "32", "--res-blocks", "1"]
 
 
 def run_train(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -163,7 +163,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
 def test_resume_refuses_flags_that_change_the_weights_and_reports_other_changes(lfw_root, tmp_path):
     args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "1", *COMMON]
     assert run_train(args, timeout=600).returncode == 0
-    result = run_train([*args, "--resume", "--latent-dim", "4"], timeout=600)
+    result = run_train([*args, "--resume", "--latent-dim", "16"], timeout=600)
     assert result.returncode != 0 and "pass the same flags to resume" in result.stderr
     # The likelihood may change on resume (the weights fit either way); the change is reported.
     result = run_train([*args, "--resume", "--eye-weight", "2", "--epochs", "2"], timeout=600)
@@ -215,6 +215,13 @@ def test_missing_data_folder_is_a_message_not_a_traceback(tmp_path):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], timeout=300)
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_code_that_does_not_fit_the_grid_is_a_message_not_a_traceback(lfw_root, tmp_path):
+    flags = [*COMMON[: COMMON.index("--latent-dim")], "--latent-dim", "7", *COMMON[COMMON.index("--latent-dim") + 2 :]]
+    result = run_train(["--data", str(lfw_root), "--out", str(tmp_path), *flags], timeout=300)
+    assert result.returncode == 1
+    assert "latent_dim 7 does not divide into the 4x4 grid" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):
