@@ -149,6 +149,7 @@ def evaluate(
 def _pass_and_sigma(
     model: HubVAE, images: torch.Tensor, sigma_images: torch.Tensor | None, batch_size: int
 ) -> tuple[PassResult, float | None]:
+    """A pass over `images`, and the decoder's log std at its optimum on `sigma_images` (None: theirs)."""
     log_sigma = None if sigma_images is None else model_pass(model, sigma_images, batch_size).optimal_log_sigma()
     return model_pass(model, images, batch_size), log_sigma
 
