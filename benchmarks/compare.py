@@ -221,7 +221,7 @@ def face_grid(models: dict[str, Path], data: str, path: Path, n: int = 8) -> Non
             labels.append(f"{RUNS[name][0]}: samples")
     grid = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)
     faces = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
-    margin, font = 230, ImageFont.load_default(size=15)
+    margin, font = 300, ImageFont.load_default(size=15)
     canvas = Image.new("RGB", (faces.width + margin, faces.height), "white")
     canvas.paste(faces, (margin, 0))
     draw = ImageDraw.Draw(canvas)

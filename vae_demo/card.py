@@ -54,6 +54,7 @@ VAE Studio). Load it with:
 
 ```python
 from vae_demo.hub import load_model
+
 model = load_model("path/or/repo-id")
 mu, logvar = model.encode(images)  # images: float in [0, 1], (B, 3, {model.image_size}, {model.image_size})
 faces = model.decode(mu)
