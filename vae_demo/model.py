@@ -257,12 +257,12 @@ class ConvVAE(HubVAE):
         self.encoder = nn.Sequential(*encoder)
         self.spatial_latent = spatial_latent
         width, cells = channels[-1], bottom * bottom
+        # to_posterior gives mean and log-variance; predicting log sigma^2 rather than sigma
+        # keeps the variance positive without a clamp and the KL numerically stable.
         if spatial_latent:
             if latent_dim % cells:
                 raise ValueError(f"latent_dim {latent_dim} does not divide into the {bottom}x{bottom} grid")
             self.latent_shape = (latent_dim // cells, bottom, bottom)
-            # Mean and log-variance per cell; predicting log sigma^2 rather than sigma keeps
-            # the variance positive without a clamp and the KL numerically stable.
             self.to_posterior = nn.Conv2d(width, 2 * self.latent_shape[0], 1)
             self.from_latent = nn.Conv2d(self.latent_shape[0], width, 1)
         else:
