@@ -26,17 +26,17 @@ def test_summary_uses_the_given_decoder_variance():
         psnr=torch.tensor([20.0]),
         ssim=torch.tensor([0.5]),
         mse=torch.tensor([0.01]),
-        sampled_squared_error=torch.tensor([4.0], dtype=torch.float64),
-        kl=torch.tensor([3.0]),
+        sampled_squared_error=torch.tensor([4.0, 4.0], dtype=torch.float64),
         mu=torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
-        logvar=torch.zeros(2, 2),
+        logvar=torch.zeros(2, 2),  # KL = |mu|^2 / 2: 0.5 and 2.0 nats
         dims=100,
     )
     log_sigma = math.log(0.2)
     metrics = summarize(result, log_sigma)
     nll = 4.0 / (2 * 0.04) + 100 * (log_sigma + 0.5 * math.log(2 * math.pi))
-    assert metrics["neg_elbo_nats"] == pytest.approx(nll + 3.0)
-    assert metrics["neg_elbo_bits_per_dim"] == pytest.approx(((nll + 3.0) / 100 + math.log(256)) / math.log(2))
+    assert metrics["kl_nats"] == pytest.approx(1.25)
+    assert metrics["neg_elbo_nats"] == pytest.approx(nll + 1.25)
+    assert metrics["neg_elbo_bits_per_dim"] == pytest.approx(((nll + 1.25) / 100 + math.log(256)) / math.log(2))
     assert metrics["active_units"] == 1  # only the first dimension varies across images
     assert summarize(result)["decoder_log_sigma"] == pytest.approx(0.5 * math.log(4.0 / 100))
 

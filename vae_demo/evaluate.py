@@ -86,14 +86,18 @@ class PassResult:
     ssim: torch.Tensor
     mse: torch.Tensor  # of the reconstruction from the mean code
     sampled_squared_error: torch.Tensor  # summed over pixels, reconstruction from z ~ q(z|x)
-    kl: torch.Tensor
     mu: torch.Tensor  # the posterior q(z|x) of each image: mean and log-variance
     logvar: torch.Tensor
     dims: int
 
+    @property
+    def kl(self) -> torch.Tensor:
+        """KL(q(z|x) || N(0, I)) per image, in nats."""
+        return kl_to_standard_normal(self.mu, self.logvar)
+
     def optimal_log_sigma(self) -> float:
         """The shared decoder std that maximises the likelihood of these images."""
-        return 0.5 * math.log(self.sampled_squared_error.sum().item() / (len(self.kl) * self.dims))
+        return 0.5 * math.log(self.sampled_squared_error.sum().item() / (len(self.mu) * self.dims))
 
 
 @torch.no_grad()
@@ -101,7 +105,7 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
     """Encode and decode every image (uint8, (N, 3, S, S)) once, with a private RNG."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    out = {k: [] for k in ("psnr", "ssim", "mse", "sampled_squared_error", "kl", "mu", "logvar")}
+    out = {k: [] for k in ("psnr", "ssim", "mse", "sampled_squared_error", "mu", "logvar")}
     for start in range(0, len(images), batch_size):
         x = uint8_to_float(images[start : start + batch_size]).to(model.device)
         mu, logvar = model.encode(x)
@@ -112,7 +116,6 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
         out["ssim"].append(ssim(recon, x))
         out["mse"].append((recon - x).pow(2).flatten(1).mean(1))
         out["sampled_squared_error"].append((sampled - x).pow(2).flatten(1).sum(1).double())
-        out["kl"].append(kl_to_standard_normal(mu.float(), logvar.float()))
         out["mu"].append(mu.float())
         out["logvar"].append(logvar.float())
     return PassResult(**{k: torch.cat(v).cpu() for k, v in out.items()}, dims=images[0].numel())
@@ -135,7 +138,7 @@ def summarize(result: PassResult, log_sigma: float | None = None) -> dict:
         "active_units": int((result.mu.var(0) > ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_dim": result.mu.shape[1],
         "decoder_log_sigma": log_sigma,
-        "n_images": len(result.kl),
+        "n_images": len(result.mu),
     }
 
 
