@@ -48,6 +48,7 @@ RUNS = {  # name: (label, train.py flags)
 ROWS = (  # path in the evaluation JSON (keys joined by /), label, format
     ("minutes", "training minutes (one CPU core)", "{:.0f}"),
     ("psnr", "test PSNR (dB) ↑", "{:.2f}"),
+    ("eye_band_psnr", "test PSNR of the eye band (dB) ↑", "{:.2f}"),
     ("ssim", "test SSIM ↑", "{:.3f}"),
     ("neg_elbo_bits_per_dim", "test −ELBO (bits/dim) ↓", "{:.3f}"),
     ("neg_iwae_bits_per_dim", "test −IWAE bound, k = 64 (bits/dim) ↓", "{:.3f}"),

@@ -8,7 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_demo.images import ImageError, face_crop, lfw_crop, open_image, pil_to_tensor, tensor_to_pil, to_rgb
+from vae_demo.images import (
+    EYE_Y,
+    ImageError,
+    eye_band,
+    face_crop,
+    lfw_crop,
+    open_image,
+    pil_to_tensor,
+    tensor_to_pil,
+    to_rgb,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -91,3 +101,10 @@ def test_face_crop_without_a_face_falls_back_to_the_centre():
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8))
     crop = face_crop(noise, 64)
     assert crop.method == "centre" and not crop.found_face and crop.image.size == (64, 64)
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_eye_band_is_a_quarter_of_the_rows_around_the_eyes(size):
+    band = eye_band(size)
+    assert band.start < EYE_Y * size < band.stop
+    assert band.stop - band.start == pytest.approx(0.24 * size, abs=1)

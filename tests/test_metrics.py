@@ -23,9 +23,10 @@ def test_ssim_is_one_for_identical_images_and_lower_for_noise():
 
 def test_summary_uses_the_given_decoder_variance():
     result = PassResult(
-        psnr=torch.tensor([20.0]),
-        ssim=torch.tensor([0.5]),
-        mse=torch.tensor([0.01]),
+        psnr=torch.tensor([20.0, 22.0]),
+        eye_band_psnr=torch.tensor([18.0, 20.0]),
+        ssim=torch.tensor([0.5, 0.5]),
+        mse=torch.tensor([0.01, 0.01]),
         sampled_squared_error=torch.tensor([4.0, 4.0], dtype=torch.float64),
         mu=torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
         logvar=torch.zeros(2, 2),  # KL = |mu|^2 / 2: 0.5 and 2.0 nats
@@ -35,6 +36,7 @@ def test_summary_uses_the_given_decoder_variance():
     metrics = summarize(result, log_sigma)
     nll = 4.0 / (2 * 0.04) + 100 * (log_sigma + 0.5 * math.log(2 * math.pi))
     assert metrics["kl_nats"] == pytest.approx(1.25)
+    assert metrics["psnr"] == pytest.approx(21.0) and metrics["eye_band_psnr"] == pytest.approx(19.0)
     assert metrics["neg_elbo_nats"] == pytest.approx(nll + 1.25)
     assert metrics["neg_elbo_bits_per_dim"] == pytest.approx(((nll + 1.25) / 100 + math.log(256)) / math.log(2))
     assert metrics["active_units"] == 1  # only the first dimension varies across images

@@ -249,7 +249,7 @@ def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):
     assert result.returncode == 0, result.stderr
     written = json.loads(out.read_text())
     assert written == json.loads(result.stdout)
-    assert {"psnr", "ssim", "mse", "neg_elbo_bits_per_dim", "kl_nats", "active_units", "n_images"} <= set(written)
+    assert {"psnr", "eye_band_psnr", "ssim", "mse", "neg_elbo_bits_per_dim", "kl_nats", "active_units"} <= set(written)
     assert written["n_images"] == 24 and written["sigma_split"] == "val"
     assert 10 < written["psnr"] < 60 and 0 < written["ssim"] <= 1 and written["kl_nats"] > 0
     assert written["psnr"] == pytest.approx(

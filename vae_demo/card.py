@@ -13,6 +13,7 @@ from vae_demo.model import HubVAE, count_parameters
 METRICS_FILE = "metrics.json"
 ROWS = (
     ("psnr", "PSNR (dB, higher is better)", "{:.2f}"),
+    ("eye_band_psnr", "PSNR of the eye band (dB)", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
     ("mse", "MSE", "{:.5f}"),
     ("neg_elbo_bits_per_dim", "negative ELBO (bits/dim, 8-bit)", "{:.3f}"),

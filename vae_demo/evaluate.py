@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from vae_demo.classifier import AttributeClassifier
 from vae_demo.data import DataError, FaceData, load_split
-from vae_demo.images import uint8_to_float
+from vae_demo.images import eye_band, uint8_to_float
 from vae_demo.latents import edit, interpolate
 from vae_demo.model import HubVAE, WeightsError
 from vae_demo.objective import (
@@ -83,6 +83,7 @@ class PassResult:
     """Per-image quantities from one pass over a split."""
 
     psnr: torch.Tensor
+    eye_band_psnr: torch.Tensor  # of the rows the eyes and glasses sit in (images.EYE_BAND)
     ssim: torch.Tensor
     mse: torch.Tensor  # of the reconstruction from the mean code
     sampled_squared_error: torch.Tensor  # summed over pixels, reconstruction from z ~ q(z|x)
@@ -105,7 +106,8 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
     """Encode and decode every image (uint8, (N, 3, S, S)) once, with a private RNG."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    out = {k: [] for k in ("psnr", "ssim", "mse", "sampled_squared_error", "mu", "logvar")}
+    band = eye_band(images.shape[-2])
+    out = {k: [] for k in ("psnr", "eye_band_psnr", "ssim", "mse", "sampled_squared_error", "mu", "logvar")}
     for start in range(0, len(images), batch_size):
         x = uint8_to_float(images[start : start + batch_size]).to(model.device)
         mu, logvar = model.encode(x)
@@ -113,6 +115,7 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
         eps = torch.randn(mu.shape, generator=generator).to(mu.device)
         sampled = model.decode(mu + torch.exp(0.5 * logvar) * eps).float()
         out["psnr"].append(psnr(recon, x))
+        out["eye_band_psnr"].append(psnr(recon[..., band, :], x[..., band, :]))
         out["ssim"].append(ssim(recon, x))
         out["mse"].append((recon - x).pow(2).flatten(1).mean(1))
         out["sampled_squared_error"].append((sampled - x).pow(2).flatten(1).sum(1).double())
@@ -130,6 +133,7 @@ def summarize(result: PassResult, log_sigma: float | None = None) -> dict:
     neg_elbo = (nll + result.kl.double()).mean().item()
     return {
         "psnr": result.psnr.mean().item(),
+        "eye_band_psnr": result.eye_band_psnr.mean().item(),
         "ssim": result.ssim.mean().item(),
         "mse": result.mse.mean().item(),
         "neg_elbo_nats": neg_elbo,

@@ -29,6 +29,9 @@ LFW_BOX = (45, 40, 205, 200)  # left, upper, right, lower in the 250 x 250 photo
 # centres OpenCV finds in LFW training photos, (103.5, 113.5) and (146, 112.5), in LFW_BOX.
 EYE_X = (0.366, 0.631)
 EYE_Y = 0.455
+# The rows that hold the eyes and any glasses frames, brows to cheekbones, as fractions of the side.
+EYE_BAND = (EYE_Y - 0.12, EYE_Y + 0.12)
+
 # When only the face box is found: the crop's centre and side relative to OpenCV's face box
 # (x, y, w, h), medians over LFW training photos.
 FACE_BOX_CENTRE = (0.5, 0.46)
@@ -37,6 +40,11 @@ FACE_BOX_SIDE = 1.39
 # Refuse images whose decoding alone would take gigabytes (decompression bombs).
 MAX_PIXELS = 40_000_000
 BACKGROUND = (255, 255, 255)
+
+
+def eye_band(size: int) -> slice:
+    """The rows of a size x size crop inside EYE_BAND, for metrics of the region glasses sit in."""
+    return slice(round(EYE_BAND[0] * size), round(EYE_BAND[1] * size))
 
 
 class ImageError(ValueError):
