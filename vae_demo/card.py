@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vae_demo.images import EYE_Y
 from vae_demo.model import HubVAE, count_parameters
 
 METRICS_FILE = "metrics.json"
@@ -62,7 +63,7 @@ faces = model.decode(mu)
 ```
 
 ## Data
-`{cfg["data"]}`: {n_train} training images, cropped to the training framing (eyes at 42% of
+`{cfg["data"]}`: {n_train} training images, cropped to the training framing (eyes at {EYE_Y:.0%} of
 the height). Selected by the validation split (epoch {best.get("epoch", "?")} of
 {state["epoch"]}), reported on the test split, which played no part in training or selection.
 Training took {state["train_seconds"] / 60:.1f} minutes for {state["step"]} steps.
