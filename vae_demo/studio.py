@@ -41,8 +41,8 @@ EDIT_RANGE = (-3.0, 3.0)  # glasses start to show from about 2 (README, "Results
 DEFAULT_EDIT_STRENGTH = 1.0
 # The showcase's direction mode: glasses added at this strength before recolouring, and the
 # dark and light levels spread apart this much. Measured by benchmarks/edit_strengths.py
-# (README, "Results"): with neither, the classifier sees glasses on 23% of the path's frames
-# and a dark start on 12%; at 2.5 and 2.5, on 89% and 72%.
+# (README, "Results"): with neither, the classifier sees glasses on 26% of the path's frames
+# and a dark start on 15%; at 2.5 and 2.5, on 91% and 78%.
 SHOWCASE_GLASSES = 2.5
 SHOWCASE_SPREAD = 2.5
 DIRECTION_LABELS = {
