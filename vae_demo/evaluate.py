@@ -129,8 +129,9 @@ def summarize(result: PassResult, log_sigma: float | None = None) -> dict:
     if log_sigma is None:
         log_sigma = result.optimal_log_sigma()
     d = result.dims
+    kl = result.kl
     nll = gaussian_nll_from_squared_error(result.sampled_squared_error, d, log_sigma)
-    neg_elbo = (nll + result.kl.double()).mean().item()
+    neg_elbo = (nll + kl.double()).mean().item()
     return {
         "psnr": result.psnr.mean().item(),
         "eye_band_psnr": result.eye_band_psnr.mean().item(),
@@ -138,7 +139,7 @@ def summarize(result: PassResult, log_sigma: float | None = None) -> dict:
         "mse": result.mse.mean().item(),
         "neg_elbo_nats": neg_elbo,
         "neg_elbo_bits_per_dim": bits_per_dim(neg_elbo, d),
-        "kl_nats": result.kl.mean().item(),
+        "kl_nats": kl.mean().item(),
         "active_units": int((result.mu.var(0) > ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_dim": result.mu.shape[1],
         "decoder_log_sigma": log_sigma,
