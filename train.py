@@ -18,6 +18,7 @@ latent_stats.safetensors, README.md model card, metrics.json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,8 +35,9 @@ from tqdm import tqdm
 
 from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
+from vae_demo.classifier import AttributeClassifier
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
-from vae_demo.evaluate import evaluate, model_pass, summarize
+from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, summarize
 from vae_demo.hub import PublishError, publish
 from vae_demo.images import uint8_to_float
 from vae_demo.latent_stats import LatentStats
@@ -71,6 +73,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 100.0  # max gradient norm (the loss is in nats per image, so gradients are large)
     seed: int = 0  # seeds weights, data order, flips and reparameterisation noise
+    # latent statistics
+    classifier: str = "assets/classifier"  # picks the glasses wearers whose reconstructions show them ("": none)
     # machinery
     device: str = "auto"  # "auto" (CUDA if present), "cuda" or "cpu"
     threads: int = 0  # CPU threads (0: torch's default)
@@ -468,13 +472,25 @@ def _end_of_epoch(
     return record
 
 
+def shown(model: HubVAE, codes: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """The attribute classifier's calls on the reconstructions from `codes`, if it fits this model."""
+    folder = Path(cfg.classifier) if cfg.classifier else None
+    if folder is None or not folder.is_dir():
+        if folder is not None:
+            print(f"no classifier folder {folder}: attribute directions from the labels alone")
+        return None
+    with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub's loading message
+        classifier = AttributeClassifier.from_pretrained(folder).to(model.device)
+    return reconstruction_calls(model, classifier, codes)
+
+
 def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, val_data: FaceData, out: Path) -> Path:
     """Best weights -> latent statistics and directions -> model folder with card -> Hub."""
     if state["best"] is not None:
         model.load_state_dict(state["best"]["model"])
     model.eval()
     codes = model_pass(model, train_data.images).mu
-    model.latent_stats = LatentStats.fit(codes, train_data.attributes, train_data.frame_light)
+    model.latent_stats = LatentStats.fit(codes, train_data.attributes, train_data.frame_light, shown(model, codes, cfg))
 
     metrics = {"val": evaluate(model, val_data.images)}
     try:

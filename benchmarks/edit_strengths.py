@@ -2,7 +2,8 @@
 
     python benchmarks/edit_strengths.py --model assets/model --data ../shared/data/lfw
 
-Prints two tables for one model, judged by the bundled attribute classifier on the test split:
+Prints two tables for one model, judged by the bundled attribute classifier on the test split
+(tune on `--split val`, report on test):
 1. The glasses direction added at several strengths to faces without glasses: the share
    called "glasses" and the share whose male/female call flips.
 2. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
@@ -39,6 +40,7 @@ def main() -> int:
     parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
     parser.add_argument("--data", default="../shared/data/lfw", help="collection with a test split")
     parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
+    parser.add_argument("--split", default="test", choices=("val", "test"), help="(default: test)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3], help="glasses edits")
     parser.add_argument("--showcase-glasses", type=float, nargs="+", default=[0, 1, 2.5], help="(default: 0 1 2.5)")
@@ -48,18 +50,18 @@ def main() -> int:
     model = load_model(args.model)
     with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub's loading message
         classifier = AttributeClassifier.from_pretrained(args.classifier)
-    data = load_split(args.data, "test", model.image_size)
+    data = load_split(args.data, args.split, model.image_size)
     mu, _ = posterior(model, data.images)
 
     without = torch.nonzero(data.attributes["Eyeglasses"] < EDIT_ABSENT).flatten()
     without = without[torch.randperm(len(without), generator=torch.Generator().manual_seed(0))[: args.faces]]
-    print(f"Glasses edit on {len(without)} test faces without glasses ({args.model})\n")
+    print(f"Glasses edit on {len(without)} {args.split} faces without glasses ({args.model})\n")
     print("| strength | called glasses | male call flips |\n|---|---|---|")
     for strength in args.strengths:
         effect = edit_effect(model, classifier, mu[without], "Eyeglasses", strength, batch_size=128)
         print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} |")
 
-    print("\nShowcase along the frame-colour direction, hand-labelled test wearers\n")
+    print(f"\nShowcase along the frame-colour direction, hand-labelled {args.split} wearers\n")
     print("| glasses | spread | Spearman | frames called glasses | start called dark | end called light |")
     print("|---|---|---|---|---|---|")
     for glasses in args.showcase_glasses:

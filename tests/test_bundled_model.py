@@ -54,9 +54,10 @@ def test_the_glasses_edit_adds_glasses_without_changing_sex(studio, classifier):
     plain = studio.decode(torch.stack(faces))
     edited = [studio.attribute_edit(z, {"Eyeglasses": DEFAULT_EDIT_STRENGTH}) for z in faces]
     before, after = probability(classifier, plain, "Eyeglasses"), probability(classifier, edited, "Eyeglasses")
-    assert (after > before).all() and (after - before).mean() > 0.05
+    # Measured: 7 of the 8 called glasses at strength 1 (P 0.41 to 0.95), all 8 at the showcase's 1.5.
+    assert (after > before).all() and (after > 0.5).sum() >= len(faces) - 2
     strong = [studio.attribute_edit(z, {"Eyeglasses": SHOWCASE_GLASSES}) for z in faces]
-    assert (probability(classifier, strong, "Eyeglasses") > 0.5).sum() >= len(faces) // 2
+    assert (probability(classifier, strong, "Eyeglasses") > 0.5).sum() >= len(faces) - 1
     male = [probability(classifier, images, "Male") > 0.5 for images in (plain, edited)]
     assert (male[0] != male[1]).sum() <= 1
 

@@ -67,3 +67,46 @@ def test_attribute_direction_is_balanced_over_confounders():
     directions, info = compute_directions(codes, attributes)
     assert torch.allclose(directions["Eyeglasses"], torch.tensor([3.0, 0.0]))
     assert info["Eyeglasses"]["positives"] == info["Eyeglasses"]["negatives"] == 4  # 2 men + 2 women each side
+
+
+def test_glasses_direction_averages_the_wearers_the_decoder_draws_with_glasses():
+    # 60 wearers and 60 others, half of each sex. Coordinate 0 is how strongly a face's code
+    # draws glasses: 4 for the 40 wearers whose reconstructions show them, 1 for the 20 whose
+    # thin frames fade, 0 for the others. Coordinate 1 is sex, coordinate 2 noise.
+    wearer = torch.tensor([1.0] * 60 + [0.0] * 60)
+    male = torch.tensor(([1.0] * 30 + [0.0] * 30) * 2)
+    drawn = torch.tensor(([4.0] * 20 + [1.0] * 10) * 2 + [0.0] * 60)
+    codes = torch.stack([drawn, 2 * male, torch.randn(120, generator=torch.Generator().manual_seed(0))], 1)
+    attributes = {"Eyeglasses": wearer, "Male": male}
+    shown = {"Eyeglasses": (drawn / 4).clamp(0, 1)}
+
+    by_labels, _ = compute_directions(codes, attributes)
+    by_drawings, info = compute_directions(codes, attributes, shown=shown)
+
+    assert by_labels["Eyeglasses"][0] == pytest.approx(3.0)  # (40 * 4 + 20 * 1) / 60
+    assert by_drawings["Eyeglasses"][0] == pytest.approx(4.0)
+    assert info["Eyeglasses"]["shown_in_reconstruction"] and info["Eyeglasses"]["positives"] == 40
+    assert info["Male"]["shown_in_reconstruction"] is False  # only the glasses are picked this way
+
+
+def test_glasses_direction_falls_back_to_the_labels_when_few_reconstructions_show_them():
+    wearer = torch.tensor([1.0] * 30 + [0.0] * 30)
+    codes = torch.stack([wearer * 2, torch.randn(60, generator=torch.Generator().manual_seed(0))], 1)
+    shown = {"Eyeglasses": torch.tensor([1.0] * 5 + [0.0] * 55)}  # 5 < MIN_SHOWN
+    directions, info = compute_directions(codes, {"Eyeglasses": wearer}, shown=shown)
+    assert info["Eyeglasses"]["shown_in_reconstruction"] is False and info["Eyeglasses"]["positives"] == 30
+    assert directions["Eyeglasses"][0] == pytest.approx(2.0)
+
+
+def test_glasses_direction_is_made_orthogonal_to_the_male_direction():
+    # Balanced by the labels, yet the wearers' codes lean one way along coordinate 1, which
+    # the Male direction also uses: that lean is removed.
+    generator = torch.Generator().manual_seed(0)
+    wearer = torch.tensor([1.0, 0.0] * 40)
+    male = torch.tensor([1.0, 1.0, 0.0, 0.0] * 20)
+    codes = torch.stack([3 * wearer, 2 * male - 0.5 * wearer, torch.randn(80, generator=generator)], 1)
+    directions, info = compute_directions(codes, {"Eyeglasses": wearer, "Male": male})
+    unit_male = directions["Male"] / directions["Male"].norm()
+    assert directions["Eyeglasses"] @ unit_male == pytest.approx(0.0, abs=1e-5)
+    assert info["Eyeglasses"]["orthogonal_to"] == "Male"
+    assert info["Eyeglasses"]["removed_length"] == pytest.approx(-0.5, abs=0.05)

@@ -240,6 +240,14 @@ def decode_and_classify(
     return torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts])
 
 
+def reconstruction_calls(
+    model: HubVAE, classifier: AttributeClassifier, z: torch.Tensor, batch_size: int = 128
+) -> dict[str, torch.Tensor]:
+    """What the classifier sees in the pictures decoded from codes (N, D): attribute -> probability (N,)."""
+    _, probabilities = decode_and_classify(model, classifier, z, batch_size)
+    return dict(zip(classifier.attributes, probabilities.unbind(1), strict=True))
+
+
 def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
     """Square root of a symmetric positive semi-definite matrix, by eigendecomposition."""
     values, vectors = torch.linalg.eigh(matrix)
