@@ -4,7 +4,9 @@
 
 Writes samples.png (fitted sampler, temperature 0.8, seed 0, and the same seeds from the
 N(0, I) prior below them), reconstructions.png (test photos, glasses wearers first, each
-above its reconstruction) and frame_colour.png (the showcase strip, dark to light, as the app opens).
+above its reconstruction), frame_colour.png (the showcase strip, dark to light, as the app opens)
+and glasses_edit.png (test faces without glasses, women then men, with the glasses direction
+added at strengths 0, 1 and 1.5).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vae_demo.data import load_split  # noqa: E402
+from vae_demo.evaluate import posterior  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import uint8_to_float  # noqa: E402
-from vae_demo.latents import interpolate  # noqa: E402
+from vae_demo.latents import edit, interpolate  # noqa: E402
 from vae_demo.studio import Studio  # noqa: E402
 
 
@@ -54,6 +57,14 @@ def main() -> int:
         dark = studio.example_names(frame="dark")[0]
         path = interpolate(*studio.frame_colour_endpoints(studio.face(dark).z), n)
         save_image(model.decode(path), out / "frame_colour.png", nrow=n, padding=2, pad_value=1.0)
+
+        without = test.attributes["Eyeglasses"] < 0.1
+        women = torch.nonzero(without & (test.attributes["Male"] < 0.1)).flatten()[: n // 2]
+        men = torch.nonzero(without & (test.attributes["Male"] > 0.9)).flatten()[: n - len(women)]
+        z, _ = posterior(model, test.images[torch.cat([women, men])])
+        glasses = model.latent_stats.directions["Eyeglasses"]
+        rows = [model.decode(edit(z, glasses, strength)) for strength in (0.0, 1.0, 1.5)]
+        save_image(torch.cat(rows), out / "glasses_edit.png", nrow=n, padding=2, pad_value=1.0)
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     return 0
 
