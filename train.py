@@ -18,7 +18,6 @@ latent_stats.safetensors, README.md model card, metrics.json).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
-from vae_demo.classifier import AttributeClassifier
+from vae_demo.classifier import load_local
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
 from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, summarize
 from vae_demo.hub import PublishError, publish
@@ -473,15 +472,9 @@ def _end_of_epoch(
 
 
 def shown(model: HubVAE, codes: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
-    """The attribute classifier's calls on the reconstructions from `codes`, if it fits this model."""
-    folder = Path(cfg.classifier) if cfg.classifier else None
-    if folder is None or not folder.is_dir():
-        if folder is not None:
-            print(f"no classifier folder {folder}: attribute directions from the labels alone")
-        return None
-    with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub's loading message
-        classifier = AttributeClassifier.from_pretrained(folder).to(model.device)
-    return reconstruction_calls(model, classifier, codes)
+    """The attribute classifier's calls on the reconstructions from `codes` (None without a classifier)."""
+    classifier = load_local(cfg.classifier, "attribute directions from the labels alone", model.device)
+    return None if classifier is None else reconstruction_calls(model, classifier, codes)
 
 
 def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, val_data: FaceData, out: Path) -> Path:

@@ -5,6 +5,7 @@ Each test runs train.py in a subprocess, as a user would, with a tiny model at 3
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def trained_run(lfw_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = run_train(["--data", str(lfw_root), "--out", str(out), "--epochs", "6", *COMMON], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    (out / "train.log").write_text(result.stdout + result.stderr)
     return out
 
 
@@ -53,6 +55,13 @@ def test_training_lowers_the_loss_and_writes_a_model_folder(trained_run):
         assert (model_dir / name).is_file(), name
     model = load_model(model_dir)
     assert {"Eyeglasses", "Male", "Smiling", "Young", "frame_light"} <= set(model.latent_stats.directions)
+    # The bundled classifier looked at the reconstructions (on 96 fixture faces too few show
+    # glasses, so the labels alone decide), and the glasses direction is orthogonal to Male.
+    assert "no classifier folder" not in (trained_run / "train.log").read_text()
+    glasses = model.latent_stats.info["Eyeglasses"]
+    assert glasses["shown_in_reconstruction"] is False and glasses["orthogonal_to"] == "Male"
+    male = model.latent_stats.directions["Male"]
+    assert abs(float(model.latent_stats.directions["Eyeglasses"] @ male)) < 1e-4 * float(male.norm())
     card = (model_dir / "README.md").read_text()
     assert "library_name: vae_demo" in card and "PSNR" in card
     assert set(json.loads((model_dir / "metrics.json").read_text())) == {"val", "test"}
@@ -222,6 +231,21 @@ def test_a_code_that_does_not_fit_the_grid_is_a_message_not_a_traceback(lfw_root
     result = run_train(["--data", str(lfw_root), "--out", str(tmp_path), *flags], timeout=300)
     assert result.returncode == 1
     assert "latent_dim 7 does not divide into the 4x4 grid" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_latent_stats_command_recomputes_a_model_folders_statistics(trained_run, lfw_root, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_run / "model", model_dir)
+    (model_dir / "latent_stats.safetensors").unlink()
+    command = [sys.executable, "-m", "vae_demo.latent_stats", "--model", str(model_dir), "--data", str(lfw_root)]
+    result = subprocess.run(
+        [*command, "--classifier", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no classifier folder" in result.stderr and "directions from the labels alone" in result.stderr
+    info = json.loads(result.stdout)
+    assert info["Eyeglasses"]["shown_in_reconstruction"] is False
+    assert set(load_model(model_dir).latent_stats.directions) == set(info)
 
 
 def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):

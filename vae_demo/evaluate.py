@@ -18,7 +18,6 @@ evenness of interpolation paths, and how steadily frames lighten along the showc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vae_demo.classifier import AttributeClassifier
+from vae_demo.classifier import AttributeClassifier, load_local
 from vae_demo.data import DataError, FaceData, load_split
 from vae_demo.images import eye_band, uint8_to_float
 from vae_demo.latents import edit, interpolate
@@ -689,13 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    classifier = None
-    if Path(args.classifier).is_dir():
-        # huggingface_hub prints "Loading weights from local directory" on stdout, which holds only the JSON.
-        with contextlib.redirect_stdout(sys.stderr):
-            classifier = AttributeClassifier.from_pretrained(args.classifier).to(model.device)
-    else:
-        _progress(f"no classifier folder {args.classifier}: skipping samples, edits and paths")
+    classifier = load_local(args.classifier, "skipping samples, edits and paths", model.device)
     _progress(f"{len(data)} {args.split} images; reconstructions and negative ELBO")
     result, log_sigma = _pass_and_sigma(model, data.images, sigma_images, args.batch_size)
     metrics = summarize(result, log_sigma)

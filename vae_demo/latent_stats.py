@@ -168,8 +168,8 @@ SHOWN_IN_RECONSTRUCTION = ("Eyeglasses",)
 MIN_SHOWN = 20  # fewer such positives than this, and the labels alone decide
 # Directions from which what is left of another direction after balancing is removed. The
 # glasses wearers whose reconstructions show glasses lean female along the Male direction
-# even when balanced by the labels (measured on the val split: the edit then turned 8% of men
-# into women in the classifier's eyes, against 4% each way once orthogonal).
+# even when balanced by the labels (val split, 400 faces, strength 1: the edit turned 32 men
+# into women in the classifier's eyes and 3 women into men; once orthogonal, 14 and 17).
 ORTHOGONAL_TO = {"Eyeglasses": "Male"}
 
 
@@ -241,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     python -m vae_demo.latent_stats --model runs/default/model --data ../shared/data/lfw
     """
     import argparse
-    import sys
 
-    from vae_demo.classifier import AttributeClassifier
+    from vae_demo.classifier import load_local
     from vae_demo.data import load_split
     from vae_demo.evaluate import model_pass, reconstruction_calls
     from vae_demo.hub import load_model
@@ -259,13 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     data = load_split(args.data, args.split, model.image_size)
     codes = model_pass(model, data.images).mu
-    shown = None
-    if args.classifier and not Path(args.classifier).is_dir():
-        print(f"no classifier folder {args.classifier}: directions from the labels alone", file=sys.stderr)
-    elif args.classifier:
-        with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub's loading message
-            classifier = AttributeClassifier.from_pretrained(args.classifier)
-        shown = reconstruction_calls(model, classifier, codes)
+    classifier = load_local(args.classifier, "directions from the labels alone", model.device)
+    shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
     stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown)
     stats.save(Path(args.model) / LATENT_STATS_FILE)
     print(json.dumps(stats.info, indent=2))
