@@ -246,6 +246,9 @@ def test_latent_stats_command_recomputes_a_model_folders_statistics(trained_run,
     info = json.loads(result.stdout)
     assert info["Eyeglasses"]["shown_in_reconstruction"] is False
     assert set(load_model(model_dir).latent_stats.directions) == set(info)
+    card = (model_dir / "README.md").read_text()
+    assert card.count("## Latent statistics") == card.count("## Model config") == 1
+    assert "\n\n## Model config" in card and "- `Eyeglasses`: " in card and "made orthogonal to Male" in card
 
 
 def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):

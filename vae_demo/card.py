@@ -24,6 +24,35 @@ ROWS = (
 )
 
 
+def latent_stats_section(info: dict[str, dict]) -> str:
+    """The card's "Latent statistics" section, from `LatentStats.info` (name -> how it was computed)."""
+    lines = []
+    for name, how in info.items():
+        line = f"- `{name}`: {how['positives']} positives vs {how['negatives']} negatives, "
+        line += f"balanced over {', '.join(how.get('balanced_over', [])) or 'nothing'}"
+        if how.get("shown_in_reconstruction"):
+            line += "; only faces whose reconstructions agree with the label (attribute classifier)"
+        if how.get("orthogonal_to"):
+            line += f"; made orthogonal to {how['orthogonal_to']}"
+        lines.append(line)
+    return f"""## Latent statistics
+`latent_stats.safetensors`: mean and covariance of the training codes (the "fitted" sampler)
+and attribute directions (difference of mean codes of confident positives and negatives):
+
+{chr(10).join(lines) or "- none"}
+"""
+
+
+def update_latent_stats_section(folder: Path, info: dict[str, dict]) -> None:
+    """Rewrite the "Latent statistics" section of a model folder's card, if it has one."""
+    card = folder / "README.md"
+    if not card.is_file() or "## Latent statistics" not in (text := card.read_text()):
+        return
+    start = text.index("## Latent statistics")
+    end = text.find("\n## ", start + 1)
+    card.write_text(text[:start] + latent_stats_section(info) + (text[end:] if end >= 0 else ""))
+
+
 def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, state: dict, n_train: int) -> None:
     """Write README.md (with Hub front matter) and metrics.json into a saved model folder."""
     splits = list(metrics)
@@ -31,12 +60,6 @@ def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, stat
     for key, label, fmt in ROWS:
         table.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
     best = state.get("best") or {}
-    directions = model.latent_stats.info if model.latent_stats is not None else {}
-    direction_lines = [
-        f"- `{name}`: {info['positives']} positives vs {info['negatives']} negatives, "
-        f"balanced over {', '.join(info.get('balanced_over', [])) or 'nothing'}"
-        for name, info in directions.items()
-    ]
     config = json.dumps(model.config, indent=2, sort_keys=True)
     settings = json.dumps({k: v for k, v in cfg.items() if k != "push_to_hub"}, indent=2)
     text = f"""---
@@ -76,12 +99,7 @@ image and the decoder variance set to its optimum on the validation split.
 
 {count_parameters(model):,} parameters.
 
-## Latent statistics
-`latent_stats.safetensors`: mean and covariance of the training codes (the "fitted" sampler)
-and attribute directions (difference of mean codes of confident positives and negatives):
-
-{chr(10).join(direction_lines) or "- none"}
-
+{latent_stats_section(model.latent_stats.info if model.latent_stats is not None else {})}
 ## Model config
 ```json
 {config}

@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
+    from vae_demo.card import update_latent_stats_section
     from vae_demo.classifier import load_local
     from vae_demo.data import load_split
     from vae_demo.evaluate import model_pass, reconstruction_calls
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
     stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown)
     stats.save(Path(args.model) / LATENT_STATS_FILE)
+    update_latent_stats_section(Path(args.model), stats.info)
     print(json.dumps(stats.info, indent=2))
     return 0
 
