@@ -35,14 +35,15 @@ MAX_SAMPLES = 64
 GIF_FRAMES = 32
 # Slider ranges for attribute edits, in multiples of the direction's natural length (the
 # distance between the two groups' mean codes).
-EDIT_RANGE = (-3.0, 3.0)  # glasses show on most faces from 1 (README, "Results")
+EDIT_RANGE = (-3.0, 3.0)  # glasses show on most faces from 1 to 1.5 (README, "Results")
 # An edit of strength 1 moves a face by the whole gap between the two groups' mean codes:
 # the strength the evaluation measures edits at, and the sliders' unit.
 DEFAULT_EDIT_STRENGTH = 1.0
 # The showcase's direction mode: glasses added at this strength before recolouring, and the
 # dark and light levels spread apart this much. Chosen on the val split with
-# benchmarks/edit_strengths.py (README, "Results"): with neither, the classifier sees
-# glasses on 39% of the path's frames and a dark start on 18%; at 1.5 and 2.5, on 95% and 72%.
+# benchmarks/edit_strengths.py (README, "Results"): at 1.5 and 2.5 the classifier sees glasses
+# on 98% of the path's frames, a dark start on 83% and a light end on 94%; at 1 and 2.5, on
+# 95%, 76% and 94%.
 SHOWCASE_GLASSES = 1.5
 SHOWCASE_SPREAD = 2.5
 DIRECTION_LABELS = {
