@@ -55,7 +55,7 @@ class TrainConfig:
     # model
     arch: str = "conv"  # "conv" (ours), "seed" or "seed_mlp" (the seed tutorials' conv and MLP VAEs)
     channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder widths, one per halving (128 px -> 8 px)
-    latent_dim: int = 512  # size of z: with --spatial-latent, grid cells x numbers per cell (8 x 8 x 8)
+    latent_dim: int = 1024  # size of z: with --spatial-latent, grid cells x numbers per cell (8 x 8 x 16)
     spatial_latent: bool = True  # z as codes on the last feature map's grid, not one global vector
     res_blocks: int = 2  # residual blocks per low-resolution stage
     likelihood: str = "gaussian_optimal"  # decoder p(x|z): see vae_demo/objective.py
