@@ -5,8 +5,9 @@
 Writes samples.png (fitted sampler, temperature 0.8, seed 0, and the same seeds from the
 N(0, I) prior below them), reconstructions.png (test photos, glasses wearers first, each
 above its reconstruction), frame_colour.png (the showcase strip, dark to light, as the app opens)
-and glasses_edit.png (test faces without glasses, women then men, with the glasses direction
-added at strengths 0, 1 and 1.5).
+glasses_edit.png (test faces without glasses, women then men, with the glasses direction
+added at strengths 0, 1 and 1.5) and wearers.png (12 random confident test wearers, seed 1,
+each photo above its reconstruction: are the glasses kept?).
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def main() -> int:
         glasses = model.latent_stats.directions["Eyeglasses"]
         rows = [model.decode(edit(z, glasses, strength)) for strength in (0.0, 1.0, 1.5)]
         save_image(torch.cat(rows), out / "glasses_edit.png", nrow=n, padding=2, pad_value=1.0)
+
+        wearers = torch.nonzero(test.attributes["Eyeglasses"] > 0.9).flatten()
+        wearers = wearers[torch.randperm(len(wearers), generator=torch.Generator().manual_seed(1))[:12]]
+        x = uint8_to_float(test.images[wearers])
+        r = model.reconstruct(x)
+        save_image(torch.cat([x[:6], r[:6], x[6:], r[6:]]), out / "wearers.png", nrow=6, pad_value=1.0)
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     return 0
 
