@@ -16,7 +16,6 @@ SHOWCASE_SPREAD); a model trained on other photos may want other values.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vae_demo.classifier import AttributeClassifier  # noqa: E402
+from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import EDIT_ABSENT, edit_effect, posterior, showcase_metrics  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
@@ -48,8 +47,9 @@ def main() -> int:
     args = parser.parse_args()
 
     model = load_model(args.model)
-    with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub's loading message
-        classifier = AttributeClassifier.from_pretrained(args.classifier)
+    classifier = load_local(args.classifier, "nothing to judge the edits by")
+    if classifier is None:
+        return 1
     data = load_split(args.data, args.split, model.image_size)
     mu, _ = posterior(model, data.images)
 

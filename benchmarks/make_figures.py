@@ -4,7 +4,7 @@
 
 Writes samples.png (fitted sampler, temperature 0.8, seed 0, and the same seeds from the
 N(0, I) prior below them), reconstructions.png (test photos, glasses wearers first, each
-above its reconstruction), frame_colour.png (the showcase strip, dark to light, as the app opens)
+above its reconstruction), frame_colour.png (the showcase strip, dark to light, as the app opens),
 glasses_edit.png (test faces without glasses, women then men, with the glasses direction
 added at strengths 0, 1 and 1.5) and wearers.png (12 random confident test wearers, seed 1,
 each photo above its reconstruction: are the glasses kept?).

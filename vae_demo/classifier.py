@@ -260,9 +260,10 @@ def report(model: AttributeClassifier, data, blur_sigma: float = 0.0) -> dict:
         if name in BALANCED_HEADS and BALANCED_HEADS[name] in data.attributes:
             both, group = groups(data, name, BALANCED_HEADS[name])
             correct = (probabilities[:, i] > 0.5) == (data.attributes[name] > 0.5)
+            members = [both & (group == k) for k in range(4)]
             by_group = {
-                label: float(correct[both & (group == k)].double().mean()) if (both & (group == k)).any() else None
-                for k, label in enumerate(group_names(name, BALANCED_HEADS[name]))
+                label: float(correct[rows].double().mean()) if rows.any() else None
+                for label, rows in zip(group_names(name, BALANCED_HEADS[name]), members, strict=True)
             }
             result[name]["groups"] = by_group
             result[name]["worst_group"] = min((v for v in by_group.values() if v is not None), default=None)
