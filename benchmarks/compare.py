@@ -63,6 +63,7 @@ ROWS = (  # path in the evaluation JSON (keys joined by /), label, format
     ("edits/glasses/male_flips", "glasses edit: male call flips ↓", "{:.0%}"),
     ("edits/smiling/success", "smile edit: called smiling ↑", "{:.0%}"),
     ("edits/frame_light/success", "frame edit: dark called light ↑", "{:.0%}"),
+    ("edits/frame_light/glasses_after", "frame edit: still called glasses ↑", "{:.0%}"),
     ("showcase/two_photos/mean", "showcase Spearman, two photos ↑", "{:.2f}"),
     ("interpolation/slerp/mean", "slerp path evenness (1 is even) ↓", "{:.2f}"),
 )

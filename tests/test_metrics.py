@@ -98,6 +98,27 @@ def test_glasses_direction_falls_back_to_the_labels_when_few_reconstructions_sho
     assert directions["Eyeglasses"][0] == pytest.approx(2.0)
 
 
+def test_frame_colour_direction_takes_reconstructions_that_show_frames_of_their_colour():
+    # 40 light and 40 dark labelled frames. Coordinate 0 is how light the decoder draws the
+    # frames, never confidently (|p - 0.5| < 0.4), so the plain call decides; coordinate 1 is
+    # how visible they are: the first 10 of each colour come out without glasses and are left out.
+    generator = torch.Generator().manual_seed(0)
+    light = torch.tensor([1.0] * 40 + [0.0] * 40)
+    visible = torch.tensor(([0.0] * 10 + [1.0] * 30) * 2)
+    drawn_light = torch.tensor(([0.0] * 10 + [2.0] * 30) + [0.0] * 40)
+    codes = torch.stack([drawn_light, visible, torch.randn(80, generator=generator)], 1)
+    attributes = {"Eyeglasses": torch.ones(80)}
+    shown = {"frame_light": 0.5 + 0.3 * (drawn_light - 1).sign(), "Eyeglasses": visible}
+    shown["frame_light"][40:] = 0.3
+
+    directions, info = compute_directions(codes, attributes, frame_light=light, shown=shown)
+
+    assert info["frame_light"]["shown_in_reconstruction"] and info["frame_light"]["shown_threshold"] == 0.5
+    assert info["frame_light"]["positives"] == info["frame_light"]["negatives"] == 30
+    assert directions["frame_light"][0] == pytest.approx(2.0)  # by the labels alone: 1.5
+    assert directions["frame_light"][1] == pytest.approx(0.0)
+
+
 def test_glasses_direction_is_made_orthogonal_to_the_male_direction():
     # Balanced by the labels, yet the wearers' codes lean one way along coordinate 1, which
     # the Male direction also uses: that lean is removed.

@@ -31,7 +31,8 @@ def latent_stats_section(info: dict[str, dict]) -> str:
         line = f"- `{name}`: {how['positives']} positives vs {how['negatives']} negatives, "
         line += f"balanced over {', '.join(how.get('balanced_over', [])) or 'nothing'}"
         if how.get("shown_in_reconstruction"):
-            line += "; only faces whose reconstructions agree with the label (attribute classifier)"
+            line += "; only faces whose reconstructions agree with the label (attribute classifier"
+            line += f", p > {how['shown_threshold']:g})" if "shown_threshold" in how else ")"
         if how.get("orthogonal_to"):
             line += f"; made orthogonal to {how['orthogonal_to']}"
         lines.append(line)

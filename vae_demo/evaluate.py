@@ -370,7 +370,7 @@ def edit_effect(
     batch_size: int,
     reference: torch.Tensor | None = None,
 ) -> dict:
-    """How often an edit along `attribute`'s direction makes the classifier call it, and flips sex.
+    """How often an edit along `attribute`'s direction makes the classifier call it, flips sex, keeps glasses.
 
     Args:
         z: Codes (N, D) of the faces to edit.
@@ -380,20 +380,23 @@ def edit_effect(
     names = classifier.attributes
     column = names.index(attribute)
     if len(z) == 0:
-        return {"n": 0, "success": None, "reference_rate": None, "male_flips": None}
+        return {"n": 0, "success": None, "reference_rate": None, "male_flips": None, "glasses_after": None}
     if reference is None:
         _, reference = decode_and_classify(model, classifier, z, batch_size)
     direction = model.latent_stats.directions[attribute]
     _, edited = decode_and_classify(model, classifier, edit(z, direction, strength), batch_size)
-    flips = None
+    flips = glasses = None
     if "Male" in names:
         male = names.index("Male")
         flips = _share((edited[:, male] > 0.5) != (reference[:, male] > 0.5))
+    if "Eyeglasses" in names:  # for frame colour: lighter frames must still be frames
+        glasses = _share(edited[:, names.index("Eyeglasses")] > 0.5)
     return {
         "n": len(z),
         "success": _share(edited[:, column] > 0.5),
         "reference_rate": _share(reference[:, column] > 0.5),
         "male_flips": flips,
+        "glasses_after": glasses,
     }
 
 
