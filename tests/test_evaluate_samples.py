@@ -208,9 +208,10 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
     edits = metrics["edits"]
     assert set(edits) == {"strength", "glasses", "smiling", "frame_light"}
     for key in ("glasses", "smiling", "frame_light"):
-        assert {"n", "success", "reference_rate", "male_flips", "glasses_after"} <= set(edits[key])
+        assert {"n", "success", "reference_rate", "male_flips", "glasses_before", "glasses_after"} <= set(edits[key])
     assert edits["glasses"]["n"] > 0 and edits["frame_light"]["n"] >= edits["frame_light"]["n_hand_labelled"]
     assert edits["glasses"]["glasses_after"] == edits["glasses"]["success"]  # one call, two names
+    assert edits["glasses"]["glasses_before"] == edits["glasses"]["reference_rate"]
     for key in ("glasses", "frame_light"):
         kept = metrics["kept"][key]
         assert kept["n"] > 0 and 0 <= kept["photos"] <= 1 and 0 <= kept["reconstructions"] <= 1

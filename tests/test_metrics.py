@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from vae_demo.card import latent_stats_section
 from vae_demo.evaluate import PassResult, psnr, ssim, summarize
 from vae_demo.latent_stats import LatentStats, attribute_direction, compute_directions
 
@@ -114,9 +115,22 @@ def test_frame_colour_direction_takes_reconstructions_that_show_frames_of_their_
     directions, info = compute_directions(codes, attributes, frame_light=light, shown=shown)
 
     assert info["frame_light"]["shown_in_reconstruction"] and info["frame_light"]["shown_threshold"] == 0.5
+    assert info["frame_light"]["shown_with"] == ["Eyeglasses"]
     assert info["frame_light"]["positives"] == info["frame_light"]["negatives"] == 30
     assert directions["frame_light"][0] == pytest.approx(2.0)  # by the labels alone: 1.5
     assert directions["frame_light"][1] == pytest.approx(0.0)
+
+
+def test_model_card_says_how_each_direction_was_chosen():
+    codes = torch.randn(80, 3, generator=torch.Generator().manual_seed(0))
+    light = torch.tensor([1.0, 0.0] * 40)
+    shown = {"frame_light": light * 0.8 + 0.1, "Eyeglasses": torch.ones(80)}
+    _, info = compute_directions(codes, {"Eyeglasses": torch.ones(80)}, frame_light=light, shown=shown)
+    section = latent_stats_section(info)
+    assert section.startswith("## Latent statistics")
+    line = next(line for line in section.splitlines() if line.startswith("- `frame_light`"))
+    assert line.startswith("- `frame_light`: 40 positives vs 40 negatives, balanced over nothing")
+    assert line.endswith("agree with the label (attribute classifier, p > 0.5) and show Eyeglasses")
 
 
 def test_glasses_direction_is_made_orthogonal_to_the_male_direction():

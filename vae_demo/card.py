@@ -33,6 +33,8 @@ def latent_stats_section(info: dict[str, dict]) -> str:
         if how.get("shown_in_reconstruction"):
             line += "; only faces whose reconstructions agree with the label (attribute classifier"
             line += f", p > {how['shown_threshold']:g})" if "shown_threshold" in how else ")"
+            if how.get("shown_with"):
+                line += f" and show {', '.join(how['shown_with'])}"
         if how.get("orthogonal_to"):
             line += f"; made orthogonal to {how['orthogonal_to']}"
         lines.append(line)

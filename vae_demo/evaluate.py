@@ -380,23 +380,25 @@ def edit_effect(
     names = classifier.attributes
     column = names.index(attribute)
     if len(z) == 0:
-        return {"n": 0, "success": None, "reference_rate": None, "male_flips": None, "glasses_after": None}
+        return dict.fromkeys(("success", "reference_rate", "male_flips", "glasses_before", "glasses_after")) | {"n": 0}
     if reference is None:
         _, reference = decode_and_classify(model, classifier, z, batch_size)
     direction = model.latent_stats.directions[attribute]
     _, edited = decode_and_classify(model, classifier, edit(z, direction, strength), batch_size)
-    flips = glasses = None
+    flips = glasses_before = glasses_after = None
     if "Male" in names:
         male = names.index("Male")
         flips = _share((edited[:, male] > 0.5) != (reference[:, male] > 0.5))
     if "Eyeglasses" in names:  # for frame colour: lighter frames must still be frames
-        glasses = _share(edited[:, names.index("Eyeglasses")] > 0.5)
+        glasses = names.index("Eyeglasses")
+        glasses_before, glasses_after = _share(reference[:, glasses] > 0.5), _share(edited[:, glasses] > 0.5)
     return {
         "n": len(z),
         "success": _share(edited[:, column] > 0.5),
         "reference_rate": _share(reference[:, column] > 0.5),
         "male_flips": flips,
-        "glasses_after": glasses,
+        "glasses_before": glasses_before,
+        "glasses_after": glasses_after,
     }
 
 

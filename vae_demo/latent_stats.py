@@ -222,7 +222,7 @@ def compute_directions(
         info[name]["balanced_over"] = [b for b in balance_over if b in attributes]
         info[name]["shown_in_reconstruction"] = result is not None
         if threshold is not None:
-            info[name]["shown_threshold"] = threshold
+            info[name] |= {"shown_threshold": threshold, "shown_with": list(SHOWN_IN_RECONSTRUCTION[name])}
     for name, other in ORTHOGONAL_TO.items():
         if name in directions and other in directions:
             directions[name], removed = orthogonal_part(directions[name], directions[other])
