@@ -7,7 +7,7 @@ import torch
 
 from vae_demo.card import latent_stats_section
 from vae_demo.evaluate import PassResult, psnr, ssim, summarize
-from vae_demo.latent_stats import LatentStats, attribute_direction, compute_directions
+from vae_demo.latent_stats import BALANCE, ORTHOGONAL_TO, LatentStats, attribute_direction, compute_directions
 
 
 def test_psnr_of_a_known_error():
@@ -145,3 +145,27 @@ def test_glasses_direction_is_made_orthogonal_to_the_male_direction():
     assert directions["Eyeglasses"] @ unit_male == pytest.approx(0.0, abs=1e-5)
     assert info["Eyeglasses"]["orthogonal_to"] == "Male"
     assert info["Eyeglasses"]["removed_length"] == pytest.approx(-0.5, abs=0.05)
+
+
+def test_frame_colour_direction_leaves_the_glasses_alone_and_its_levels_follow():
+    # Light frames are drawn fainter: their codes sit lower along the glasses coordinate (0)
+    # as well as higher along the colour coordinate (1). The frame direction keeps only the
+    # colour, and the dark and light levels the showcase uses lie along that final direction.
+    generator = torch.Generator().manual_seed(0)
+    wearer = torch.tensor([1.0] * 60 + [0.0] * 40)
+    light = torch.tensor([1.0] * 30 + [0.0] * 30 + [float("nan")] * 40)
+    colour = torch.nan_to_num(light, nan=0.0)
+    codes = torch.stack([4 * wearer - colour, 2 * colour, 0.1 * torch.randn(100, generator=generator)], 1)
+    directions, info = compute_directions(codes, {"Eyeglasses": wearer}, frame_light=light)
+    glasses, frame = directions["Eyeglasses"], directions["frame_light"]
+    assert frame @ glasses == pytest.approx(0.0, abs=1e-5)
+    assert info["frame_light"]["orthogonal_to"] == "Eyeglasses"
+    unit = frame / frame.norm()
+    assert info["frame_light"]["negative_level"] == pytest.approx(float((codes[30:60] @ unit).mean()), abs=1e-5)
+    assert info["frame_light"]["positive_level"] == pytest.approx(float((codes[:30] @ unit).mean()), abs=1e-5)
+
+
+def test_directions_are_computed_after_those_they_are_made_orthogonal_to():
+    order = list(BALANCE)
+    for name, other in ORTHOGONAL_TO.items():
+        assert order.index(other) < order.index(name), f"{name} needs {other} first"
