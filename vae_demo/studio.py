@@ -43,8 +43,8 @@ DEFAULT_EDIT_STRENGTH = 1.0
 # dark and light levels spread apart this much. Chosen on the val split with
 # benchmarks/edit_strengths.py (README, "Results"): at 1.5 and 2.5 the classifier sees glasses
 # on 98% of the path's frames, a dark start on 83% and a light end on 94%; at 1 and 2.5, on
-# 95%, 76% and 94% (with the frame-colour direction of the labels alone; with today's, 98%,
-# 93% and 93% at 1.5).
+# 95%, 76% and 94% (with the frame-colour direction of the labels alone; with the current one,
+# 98%, 93% and 93% at 1.5).
 SHOWCASE_GLASSES = 1.5
 SHOWCASE_SPREAD = 2.5
 DIRECTION_LABELS = {
