@@ -2,11 +2,13 @@
 
     python benchmarks/edit_strengths.py --model assets/model --data ../shared/data/lfw
 
-Prints two tables for one model, judged by the bundled attribute classifier on the test split
+Prints three tables for one model, judged by the bundled attribute classifier on the test split
 (tune on `--split val`, report on test):
 1. The glasses direction added at several strengths to faces without glasses: the share
    called "glasses" and the share whose male/female call flips.
-2. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
+2. The frame-colour direction added at the same strengths to dark-framed faces (as the
+   evaluation picks them): the share called light-framed, and still called "glasses".
+3. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
    glasses wearer, over a grid of glasses strengths and dark/light spreads: Spearman of
    P(light frames) with t, frames called glasses, starts called dark, ends called light.
 The app's settings live in vae_demo/studio.py (DEFAULT_EDIT_STRENGTH, SHOWCASE_GLASSES,
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
-from vae_demo.evaluate import EDIT_ABSENT, edit_effect, posterior, showcase_metrics  # noqa: E402
+from vae_demo.evaluate import EDIT_ABSENT, dark_framed, edit_effect, posterior, showcase_metrics  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 
 
@@ -41,7 +43,7 @@ def main() -> int:
     parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
     parser.add_argument("--split", default="test", choices=("val", "test"), help="(default: test)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
-    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3], help="glasses edits")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3], help="glasses, frame edits")
     parser.add_argument("--showcase-glasses", type=float, nargs="+", default=[0, 1, 2.5], help="(default: 0 1 2.5)")
     parser.add_argument("--spreads", type=float, nargs="+", default=[1, 2.5], help="(default: 1 2.5)")
     args = parser.parse_args()
@@ -60,6 +62,13 @@ def main() -> int:
     for strength in args.strengths:
         effect = edit_effect(model, classifier, mu[without], "Eyeglasses", strength, batch_size=128)
         print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} |")
+
+    z, reference, _ = dark_framed(model, classifier, data, mu)
+    print(f"\nFrame-colour edit on {len(z)} dark-framed {args.split} faces\n")
+    print("| strength | called light | still called glasses |\n|---|---|---|")
+    for strength in args.strengths:
+        effect = edit_effect(model, classifier, z, "frame_light", strength, 128, reference)
+        print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['glasses_after'])} |")
 
     print(f"\nShowcase along the frame-colour direction, hand-labelled {args.split} wearers\n")
     print("| glasses | spread | Spearman | frames called glasses | start called dark | end called light |")

@@ -402,6 +402,30 @@ def edit_effect(
     }
 
 
+def dark_framed(
+    model: HubVAE,
+    classifier: AttributeClassifier,
+    data: FaceData,
+    mu: torch.Tensor,
+    batch_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The faces a frame-colour edit should lighten: codes, their reconstructions' probabilities, hand-labelled count.
+
+    The hand-labelled dark frames and, since those are few, every confident glasses wearer
+    (P > 0.9) whose reconstruction the classifier calls dark.
+    """
+    nan = torch.full((len(mu),), float("nan"))
+    labelled_dark = (nan if data.frame_light is None else data.frame_light) == 0
+    wearer = data.attributes.get("Eyeglasses", nan) > GLASSES_CONFIDENT
+    candidates = labelled_dark | wearer
+    if not candidates.any():
+        return mu[:0], None, 0
+    _, reference = decode_and_classify(model, classifier, mu[candidates], batch_size)
+    called_dark = reference[:, classifier.attributes.index("frame_light")] < 0.5
+    keep = labelled_dark[candidates] | (wearer[candidates] & called_dark)
+    return mu[candidates][keep], reference[keep], int(labelled_dark.sum())
+
+
 def edit_metrics(
     model: HubVAE,
     classifier: AttributeClassifier,
@@ -413,9 +437,8 @@ def edit_metrics(
     """Add glasses and a smile to faces without, and lighten dark frames; see `edit_effect`.
 
     Glasses go on faces with P(Eyeglasses) < 0.1 in the data, a smile on faces with
-    P(Smiling) < 0.1. Frames are lightened on the hand-labelled dark frames and, since those
-    are few, on every confident glasses wearer (P > 0.9) whose reconstruction the classifier
-    calls dark. A direction or classifier output the model lacks gives None.
+    P(Smiling) < 0.1, frames are lightened on `dark_framed` faces. A direction or classifier
+    output the model lacks gives None.
     """
     directions = {} if model.latent_stats is None else model.latent_stats.directions
     nan = torch.full((len(mu),), float("nan"))
@@ -429,19 +452,9 @@ def edit_metrics(
     if "frame_light" not in directions or "frame_light" not in classifier.attributes:
         results["frame_light"] = None
         return results
-    frame = nan if data.frame_light is None else data.frame_light
-    labelled_dark = frame == 0
-    wearer = data.attributes.get("Eyeglasses", nan) > GLASSES_CONFIDENT
-    candidates = labelled_dark | wearer
-    if candidates.any():
-        _, reference = decode_and_classify(model, classifier, mu[candidates], batch_size)
-        called_dark = reference[:, classifier.attributes.index("frame_light")] < 0.5
-        keep = labelled_dark[candidates] | (wearer[candidates] & called_dark)
-        z, reference = mu[candidates][keep], reference[keep]
-    else:
-        z, reference = mu[:0], None
+    z, reference, n_hand_labelled = dark_framed(model, classifier, data, mu, batch_size)
     results["frame_light"] = edit_effect(model, classifier, z, "frame_light", strength, batch_size, reference)
-    results["frame_light"]["n_hand_labelled"] = int(labelled_dark.sum())
+    results["frame_light"]["n_hand_labelled"] = n_hand_labelled
     return results
 
 
