@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vae_demo.data import load_split  # noqa: E402
-from vae_demo.evaluate import posterior  # noqa: E402
+from vae_demo.evaluate import EDIT_ABSENT, GLASSES_CONFIDENT, posterior  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import uint8_to_float  # noqa: E402
 from vae_demo.latents import edit, interpolate  # noqa: E402
@@ -49,9 +49,10 @@ def main() -> int:
         save_image(torch.cat([fitted, prior]), out / "samples.png", nrow=n, padding=2, pad_value=1.0)
 
         test = load_split(args.data, "test", model.image_size)
-        glasses = torch.nonzero(test.attributes["Eyeglasses"] > 0.9).flatten()[: n // 2]
-        others = torch.nonzero(test.attributes["Eyeglasses"] < 0.1).flatten()[: n - len(glasses)]
-        x = uint8_to_float(test.images[torch.cat([glasses, others])])
+        wearer, without = test.attributes["Eyeglasses"] > GLASSES_CONFIDENT, test.attributes["Eyeglasses"] < EDIT_ABSENT
+        shown = torch.nonzero(wearer).flatten()[: n // 2]
+        others = torch.nonzero(without).flatten()[: n - len(shown)]
+        x = uint8_to_float(test.images[torch.cat([shown, others])])
         save_image(torch.cat([x, model.reconstruct(x)]), out / "reconstructions.png", nrow=n, pad_value=1.0)
 
         # As the app's showcase opens: its first dark-framed example moved along the frame-colour direction.
@@ -59,7 +60,6 @@ def main() -> int:
         path = interpolate(*studio.frame_colour_endpoints(studio.face(dark).z), n)
         save_image(model.decode(path), out / "frame_colour.png", nrow=n, padding=2, pad_value=1.0)
 
-        without = test.attributes["Eyeglasses"] < 0.1
         women = torch.nonzero(without & (test.attributes["Male"] < 0.1)).flatten()[: n // 2]
         men = torch.nonzero(without & (test.attributes["Male"] > 0.9)).flatten()[: n - len(women)]
         z, _ = posterior(model, test.images[torch.cat([women, men])])
@@ -67,7 +67,7 @@ def main() -> int:
         rows = [model.decode(edit(z, glasses, strength)) for strength in (0.0, 1.0, 1.5)]
         save_image(torch.cat(rows), out / "glasses_edit.png", nrow=n, padding=2, pad_value=1.0)
 
-        wearers = torch.nonzero(test.attributes["Eyeglasses"] > 0.9).flatten()
+        wearers = torch.nonzero(wearer).flatten()
         wearers = wearers[torch.randperm(len(wearers), generator=torch.Generator().manual_seed(1))[:12]]
         x = uint8_to_float(test.images[wearers])
         r = model.reconstruct(x)
