@@ -55,6 +55,7 @@ ROWS = (  # path in the evaluation JSON (keys joined by /), label, format
     ("kl_nats", "KL (nats)", "{:.0f}"),
     ("active_units", "active units", "{}"),
     ("samples/fitted_t0.8/fd", "sample FD, app's sampler (fitted, T 0.8) ↓", "{:.2f}"),
+    ("samples/fitted_t1.0/fd", "sample FD, fitted, T 1 ↓", "{:.2f}"),
     ("samples/prior_t1.0/fd", "sample FD, N(0, I) prior ↓", "{:.2f}"),
     ("samples/fitted_t0.8/precision", "sample precision, app's sampler ↑", "{:.2f}"),
     ("samples/fitted_t0.8/recall", "sample recall, app's sampler ↑", "{:.2f}"),

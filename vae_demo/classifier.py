@@ -281,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument(
+        "--channels",
+        type=int,
+        nargs=4,
+        default=(16, 32, 64, 128),
+        help="widths of the four stages; the last is the feature size (default: %(default)s)",
+    )
+    parser.add_argument(
         "--max-blur", type=float, default=2.5, help="largest augmentation blur, pixels (default: %(default)s)"
     )
     parser.add_argument(
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_classifier(train, val, args: argparse.Namespace) -> AttributeClassifier:
     """All weights from scratch on the train split; the epoch with the best mean val AUC is kept."""
-    model = AttributeClassifier()
+    model = AttributeClassifier(channels=tuple(args.channels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     values, known = targets(train.attributes, train.frame_light, model.attributes)
     steps = args.epochs * (len(train) // args.batch_size)
