@@ -33,7 +33,10 @@ def test_shapes():
 
 
 def test_training_command_writes_a_loadable_classifier_and_test_metrics(lfw_root, tmp_path):
-    assert main(["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "2", "--batch-size", "32"]) == 0
+    argv = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "2", "--batch-size", "32"]
+    assert main([*argv, "--channels", "8", "8", "16", "24"]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["channels"] == [8, 8, 16, 24]
+    assert AttributeClassifier.from_pretrained(tmp_path).embed(torch.zeros(1, 3, 32, 32)).shape == (1, 24)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["test"]) == {"Eyeglasses", "Male", "Smiling", "Young", "frame_light"}
     assert metrics["test"]["Eyeglasses"]["n"] == 24
