@@ -41,7 +41,7 @@ from vae_demo.hub import PublishError, publish
 from vae_demo.images import uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import ConvVAE, HubVAE
-from vae_demo.objective import kl_warmup, negative_elbo
+from vae_demo.objective import ElboTerms, kl_warmup, negative_elbo
 
 
 @dataclass
@@ -331,29 +331,13 @@ def train(cfg: TrainConfig) -> Path | None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             beta = kl_warmup(state["step"], cfg.kl_warmup_steps, cfg.beta)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=rt.cuda):
-                recon, mu, logvar = train_model(x)
-            terms = negative_elbo(
-                x,
-                recon,
-                mu,
-                logvar,
-                raw_model.likelihood,
-                log_sigma=getattr(raw_model, "log_sigma", None),
-                beta=beta,
-                precision=getattr(raw_model, "pixel_precision", None),
-            )
-            if not torch.isfinite(terms.loss):
+            try:
+                terms = train_step(train_model, raw_model, optimizer, x, beta, cfg.grad_clip)
+            except NonFiniteLossError as error:
                 raise NonFiniteLossError(
-                    f"the loss became {terms.loss.item()} at epoch {epoch + 1}, step {state['step']}; stopped. "
+                    f"{error} at epoch {epoch + 1}, step {state['step']}; stopped. "
                     f"The last good checkpoint is {checkpoint_path}: lower --lr or --grad-clip and resume."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if raw_model.likelihood == "gaussian_optimal":
-                raw_model.log_sigma.data.copy_(terms.log_sigma)  # remember the optimum, for sampling
+                ) from None
 
             state["step"] += 1
             with torch.no_grad():
@@ -388,6 +372,44 @@ def train(cfg: TrainConfig) -> Path | None:
     if rt.world_size > 1:
         dist.destroy_process_group()
     return model_dir
+
+
+def train_step(
+    model: torch.nn.Module,
+    raw_model: HubVAE,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    beta: float,
+    grad_clip: float,
+) -> ElboTerms:
+    """One optimisation step on a batch x in [0, 1]: forward, negative ELBO, backward, clip, update.
+
+    `model` is what runs the forward pass (the model itself, its DDP wrapper or its compiled
+    form); `raw_model` is the model, whose likelihood settings the objective reads. On CUDA
+    the forward pass runs in bfloat16 autocast and the objective in float32. A non-finite loss
+    raises NonFiniteLossError before anything is updated.
+    """
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+        recon, mu, logvar = model(x)
+    terms = negative_elbo(
+        x,
+        recon,
+        mu,
+        logvar,
+        raw_model.likelihood,
+        log_sigma=getattr(raw_model, "log_sigma", None),
+        beta=beta,
+        precision=getattr(raw_model, "pixel_precision", None),
+    )
+    if not torch.isfinite(terms.loss):
+        raise NonFiniteLossError(f"the loss became {terms.loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if raw_model.likelihood == "gaussian_optimal":
+        raw_model.log_sigma.data.copy_(terms.log_sigma)  # remember the optimum, for sampling
+    return terms
 
 
 def _out_of_time(state: dict, budget_s: float, rt: Runtime) -> bool:

@@ -209,6 +209,37 @@ def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
     assert load_model(tmp_path / "model").reconstruct(torch.rand(1, 3, 32, 32)).isfinite().all()
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_a_finished_run_trains_on_for_more_epochs(lfw_root, tmp_path, device):
+    """On CUDA this is the bfloat16 autocast path; its model folder must load on a CPU-only machine."""
+    args = ["--data", str(lfw_root), "--out", str(tmp_path), "--device", device, *COMMON]
+    first = run_train([*args, "--epochs", "2"], timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    more = run_train([*args, "--epochs", "4", "--resume"], timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "resuming from" in more.stdout
+    log = metrics(tmp_path)
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    assert log[-1]["train_neg_elbo"] < log[0]["train_neg_elbo"]
+    model = load_model(tmp_path / "model")
+    assert model.device.type == "cpu"
+    assert model.reconstruct(torch.rand(2, 3, 32, 32)).isfinite().all()
+
+
+@CUDA
+def test_torchrun_on_one_gpu_with_nccl_and_torch_compile(lfw_root, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29534",
+               str(ROOT / "train.py"), "--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "2",
+               "--device", "cuda", "--compile", *COMMON]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in metrics(tmp_path)] == [6, 12]  # 96 images / 16 per step
+    assert load_model(tmp_path / "model").reconstruct(torch.rand(1, 3, 32, 32)).isfinite().all()
+
+
 def test_exploding_loss_stops_with_a_message_and_keeps_the_last_checkpoint(lfw_root, tmp_path):
     # An absurd learning rate drives the weights, and so the loss, to infinity within a few steps.
     args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "5", *COMMON]
