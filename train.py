@@ -77,7 +77,6 @@ class TrainConfig:
     # machinery
     device: str = "auto"  # "auto" (CUDA if present), "cuda" or "cpu"
     threads: int = 0  # CPU threads (0: torch's default)
-    workers: int = 2  # data loader workers on CUDA (on the CPU batches are sliced in-process)
     compile: bool = False  # torch.compile the model (CUDA; first steps are slow)
     checkpoint_every: int = 200  # steps between checkpoints
     resume: bool = False  # continue from out/checkpoint.pt
@@ -271,6 +270,7 @@ def train(cfg: TrainConfig) -> Path | None:
         if rt.is_main:
             print(f"resuming from {checkpoint_path}: epoch {state['epoch']}, step {state['step']}")
             before = asdict(TrainConfig()) | checkpoint["config"]  # settings added since: their defaults
+            before = {k: v for k, v in before.items() if hasattr(cfg, k)}  # and settings removed since
             changed = {k: (v, getattr(cfg, k)) for k, v in before.items() if _differs(v, getattr(cfg, k))}
             changed = {k: v for k, v in changed.items() if k not in ("resume", "push_to_hub")}
             for name, (before, now) in changed.items():
@@ -432,23 +432,17 @@ def _head(data: FaceData, n: int) -> FaceData:
 
 
 def _batches(images: torch.Tensor, sampler: EpochSampler, cfg: TrainConfig, rt: Runtime):
-    """Batches of uint8 images. On CUDA a DataLoader with workers and pinned memory feeds the GPU."""
-    if not rt.cuda:
-        order = torch.tensor(sampler.indices(), dtype=torch.long)
-        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            yield images[order[start : start + cfg.batch_size]]
-        return
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(images),
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=True,
-        drop_last=True,
-        persistent_workers=False,
-    )
-    for (x,) in loader:
-        yield x
+    """Batches of uint8 images sliced from the split in memory, in the sampler's order.
+
+    On CUDA each batch is pinned so that its copy to the GPU runs asynchronously. Slicing a
+    batch takes a millisecond or two; a DataLoader's workers only add process start-ups and
+    copies (measured on an H100, 256 per batch: 7,450 images a second this way, 5,700 with
+    four workers; README "Training speed").
+    """
+    order = torch.tensor(sampler.indices(), dtype=torch.long)
+    for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+        batch = images[order[start : start + cfg.batch_size]]
+        yield batch.pin_memory() if rt.cuda else batch
 
 
 def _learning_rate(lr: float, step: int, warmup_steps: int, progress: float) -> float:

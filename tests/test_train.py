@@ -85,7 +85,8 @@ def test_the_seed_baselines_train_through_the_same_script(lfw_root, tmp_path, ar
 
 
 def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, tmp_path):
-    args = ["--data", str(lfw_root), "--epochs", "3", "--checkpoint-every", "2", *COMMON]
+    # Bit for bit on the CPU; CUDA's convolution kernels are not deterministic run to run.
+    args = ["--data", str(lfw_root), "--epochs", "3", "--checkpoint-every", "2", "--device", "cpu", *COMMON]
     unbroken = run_train([*args, "--out", str(tmp_path / "unbroken")], timeout=600)
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
 
@@ -121,7 +122,7 @@ def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, 
 def test_repeated_kills_including_during_checkpoint_writes(lfw_root, tmp_path):
     """Kill the trainer again and again (a checkpoint every step, so some kills land mid-write):
     every time the last complete checkpoint loads, and the end result is the unbroken run's."""
-    args = ["--data", str(lfw_root), "--epochs", "6", "--checkpoint-every", "1", *COMMON]
+    args = ["--data", str(lfw_root), "--epochs", "6", "--checkpoint-every", "1", "--device", "cpu", *COMMON]
     unbroken = run_train([*args, "--out", str(tmp_path / "unbroken")], timeout=600)
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
 
@@ -310,8 +311,8 @@ def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):
     assert {"psnr", "eye_band_psnr", "ssim", "mse", "neg_elbo_bits_per_dim", "kl_nats", "active_units"} <= set(written)
     assert written["n_images"] == 24 and written["sigma_split"] == "val"
     assert 10 < written["psnr"] < 60 and 0 < written["ssim"] <= 1 and written["kl_nats"] > 0
-    assert written["psnr"] == pytest.approx(
-        json.loads((trained_run / "model" / "metrics.json").read_text())["test"]["psnr"]
+    assert written["psnr"] == pytest.approx(  # rel: train.py measured on the GPU where there is one
+        json.loads((trained_run / "model" / "metrics.json").read_text())["test"]["psnr"], rel=1e-4
     )
 
 
