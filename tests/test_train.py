@@ -180,6 +180,13 @@ def test_resume_refuses_flags_that_change_the_weights_and_reports_other_changes(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "note: --eye-weight was 4.0 in the checkpoint's run, now 2.0" in result.stdout
     assert "note: --epochs was 1" in result.stdout
+    # A checkpoint of an older train.py may hold settings that no longer exist (--workers).
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint["config"]["workers"] = 2
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    result = run_train([*args, "--resume", "--epochs", "3"], timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming from" in result.stdout
 
 
 def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
