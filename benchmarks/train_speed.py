@@ -56,7 +56,7 @@ def main() -> int:
             params = sum(p.numel() for p in model.parameters()) / 1e6
             settings.append((name, params, model, optimizer, x))
             for _ in range(3):  # warm-up: kernel selection, allocator
-                train_step(model, model, optimizer, x, 1.0, cfg.grad_clip)
+                train_step(model, model, optimizer, x, 1.0, TrainConfig.grad_clip)
 
     seconds = {name: [] for name, *_ in settings}
     for _ in range(args.rounds):
@@ -64,7 +64,7 @@ def main() -> int:
             sync(device)
             tic = time.perf_counter()
             for _ in range(args.steps):
-                train_step(model, model, optimizer, x, 1.0, cfg.grad_clip)
+                train_step(model, model, optimizer, x, 1.0, TrainConfig.grad_clip)
             sync(device)
             seconds[name].append((time.perf_counter() - tic) / args.steps)
 
