@@ -49,10 +49,10 @@ def main() -> int:
         save_image(torch.cat([fitted, prior]), out / "samples.png", nrow=n, padding=2, pad_value=1.0)
 
         test = load_split(args.data, "test", model.image_size)
-        wearer, without = test.attributes["Eyeglasses"] > GLASSES_CONFIDENT, test.attributes["Eyeglasses"] < EDIT_ABSENT
-        shown = torch.nonzero(wearer).flatten()[: n // 2]
-        others = torch.nonzero(without).flatten()[: n - len(shown)]
-        x = uint8_to_float(test.images[torch.cat([shown, others])])
+        wearers = torch.nonzero(test.attributes["Eyeglasses"] > GLASSES_CONFIDENT).flatten()
+        without = test.attributes["Eyeglasses"] < EDIT_ABSENT
+        pictured = torch.cat([wearers[: n // 2], torch.nonzero(without).flatten()])[:n]  # wearers first
+        x = uint8_to_float(test.images[pictured])
         save_image(torch.cat([x, model.reconstruct(x)]), out / "reconstructions.png", nrow=n, pad_value=1.0)
 
         # As the app's showcase opens: its first dark-framed example moved along the frame-colour direction.
@@ -67,7 +67,6 @@ def main() -> int:
         rows = [model.decode(edit(z, glasses, strength)) for strength in (0.0, 1.0, 1.5)]
         save_image(torch.cat(rows), out / "glasses_edit.png", nrow=n, padding=2, pad_value=1.0)
 
-        wearers = torch.nonzero(wearer).flatten()
         wearers = wearers[torch.randperm(len(wearers), generator=torch.Generator().manual_seed(1))[:12]]
         x = uint8_to_float(test.images[wearers])
         r = model.reconstruct(x)
