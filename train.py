@@ -4,7 +4,8 @@ Single process (CUDA if present, else CPU):
     python train.py --data ../shared/data/lfw --out runs/default
 Several GPUs:
     torchrun --nproc_per_node 4 train.py --data /data/celeba --out runs/celeba
-Continue a stopped run exactly where its last checkpoint left it:
+Continue a stopped run exactly where its last checkpoint left it (flags left off keep the
+run's values; flags given, such as more --epochs, are reported as changes):
     python train.py --out runs/default --resume
 Publish to the Hub at the end (token from HF_TOKEN):
     python train.py ... --push-to-hub me/face-vae
@@ -79,26 +80,45 @@ class TrainConfig:
     threads: int = 0  # CPU threads (0: torch's default)
     compile: bool = False  # torch.compile the model (CUDA; first steps are slow)
     checkpoint_every: int = 200  # steps between checkpoints
-    resume: bool = False  # continue from out/checkpoint.pt
+    resume: bool = False  # continue from out/checkpoint.pt; flags left off keep the run's values
     push_to_hub: str = ""  # Hub repo id to publish the model to at the end
     save_fp16: bool = False  # store the final weights in float16 (half the size)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Command-line flags from the TrainConfig fields; each help text shows the default."""
+    """Command-line flags from the TrainConfig fields; each help text shows the default.
+
+    With --resume, a flag left off takes the value the checkpoint's run had, not the default:
+    `python train.py --out DIR --resume` goes on with the settings the run began with.
+    """
+    args = vars(_parser().parse_args(argv))
+    if args["resume"]:
+        given = vars(_parser(with_defaults=False).parse_args(argv))
+        run = _checkpoint_config(Path(args["out"]) / "checkpoint.pt")
+        args |= {k: v for k, v in run.items() if k in args and k not in given}  # settings removed since: dropped
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+
+
+def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
+    """Without defaults, the parsed namespace holds only the flags the command line gave."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     comments = _field_comments()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{comments.get(f.name, '')} (default: {f.default})"
+        default = f.default if with_defaults else argparse.SUPPRESS
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type.startswith("tuple"):
-            parser.add_argument(flag, type=int, nargs="+", default=f.default, help=help_text)
+            parser.add_argument(flag, type=int, nargs="+", default=default, help=help_text)
         else:
-            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
-    args = parser.parse_args(argv)
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+            parser.add_argument(flag, type=type(f.default), default=default, help=help_text)
+    return parser
+
+
+def _checkpoint_config(path: Path) -> dict:
+    """The TrainConfig a checkpoint's run was started with ({} where there is no checkpoint yet)."""
+    return load_checkpoint(path)["config"] if path.is_file() else {}
 
 
 def _field_comments() -> dict[str, str]:

@@ -189,6 +189,20 @@ def test_resume_refuses_flags_that_change_the_weights_and_reports_other_changes(
     assert "resuming from" in result.stdout
 
 
+def test_resume_with_no_flags_but_out_goes_on_with_the_runs_settings(lfw_root, tmp_path):
+    """The data folder, the model's shape and the settings all come from the checkpoint."""
+    args = ["--data", str(lfw_root), "--out", str(tmp_path), "--eye-weight", "2", "--lr", "2e-3", *COMMON]
+    assert run_train([*args, "--epochs", "1"], timeout=600).returncode == 0
+    result = run_train(["--out", str(tmp_path), "--resume", "--epochs", "2"], timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming from" in result.stdout
+    assert [line for line in result.stdout.splitlines() if line.startswith("note:")] == [
+        "note: --epochs was 1 in the checkpoint's run, now 2"
+    ]
+    assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["eye_weight"] == 2.0
+
+
 def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [
