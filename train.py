@@ -149,6 +149,15 @@ class Runtime:
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    def describe(self) -> str:
+        """Where the training runs, for the model card: "one NVIDIA H100 80GB HBM3", "the CPU (1 thread)"."""
+        if self.cuda:
+            name = torch.cuda.get_device_name(self.device)
+            return f"{self.world_size} × {name}" if self.world_size > 1 else f"one {name}"
+        threads = torch.get_num_threads()
+        each = f"{threads} thread{'s' * (threads != 1)}"
+        return f"{self.world_size} CPU processes ({each} each)" if self.world_size > 1 else f"the CPU ({each})"
+
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """One process, or one of several started by torchrun (which sets RANK and WORLD_SIZE)."""
@@ -295,8 +304,14 @@ def train(cfg: TrainConfig) -> Path | None:
             changed = {k: v for k, v in changed.items() if k not in ("resume", "push_to_hub")}
             for name, (before, now) in changed.items():
                 print(f"note: --{name.replace('_', '-')} was {before} in the checkpoint's run, now {now}")
+            changes = [f"--{name.replace('_', '-')} {before} → {now}" for name, (before, now) in changed.items()]
+            if changes:
+                state.setdefault("changes", []).append(f"at step {state['step']} with {', '.join(changes)}")
     else:
         torch.manual_seed(cfg.seed * 1000 + rt.rank + 1)  # different noise per process
+    hardware = state.setdefault("hardware", [])  # for the model card; a resumed run may have moved
+    if rt.describe() not in hardware:
+        hardware.append(rt.describe())
     model_config = model.config
     if rt.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.cuda else None)

@@ -201,6 +201,9 @@ def test_resume_with_no_flags_but_out_goes_on_with_the_runs_settings(lfw_root, t
     ]
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
     assert json.loads((tmp_path / "model" / "config.json").read_text())["eye_weight"] == 2.0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "minutes on the CPU (1 thread) for 12 steps." in card  # 96 images / 16, two epochs
+    assert "Resumed at step 6 with --epochs 1 → 2." in card
 
 
 def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):

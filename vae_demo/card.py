@@ -63,6 +63,7 @@ def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, stat
     for key, label, fmt in ROWS:
         table.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
     best = state.get("best") or {}
+    resumed = "".join(f"\nResumed {change}." for change in state.get("changes", []))
     config = json.dumps(model.config, indent=2, sort_keys=True)
     settings = json.dumps({k: v for k, v in cfg.items() if k != "push_to_hub"}, indent=2)
     text = f"""---
@@ -92,7 +93,8 @@ faces = model.decode(mu)
 `{cfg["data"]}`: {n_train} training images, cropped to the training framing (eyes at {EYE_Y:.0%} of
 the height). Selected by the validation split (epoch {best.get("epoch", "?")} of
 {state["epoch"]}), reported on the test split, which played no part in training or selection.
-Training took {state["train_seconds"] / 60:.1f} minutes for {state["step"]} steps.
+Training took {state["train_seconds"] / 60:.1f} minutes on {", then ".join(state.get("hardware", [])) or "?"} for \
+{state["step"]} steps.{resumed}
 
 ## Metrics
 Reconstructions from the posterior mean; the negative ELBO uses one posterior sample per
