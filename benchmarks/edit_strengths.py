@@ -11,8 +11,11 @@ Prints three tables for one model, judged by the bundled attribute classifier on
 3. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
    glasses wearer, over a grid of glasses strengths and dark/light spreads: Spearman of
    P(light frames) with t, frames called glasses, starts called dark, ends called light.
-The app's settings live in vae_demo/studio.py (DEFAULT_EDIT_STRENGTH, SHOWCASE_GLASSES,
-SHOWCASE_SPREAD); a model trained on other photos may want other values.
+The app's defaults live in vae_demo/studio.py (DEFAULT_EDIT_STRENGTH, SHOWCASE_GLASSES,
+SHOWCASE_SPREAD). A model trained on other photos may want another showcase; store the
+settings chosen here in its folder, where the app and the evaluation find them:
+
+    python -m vae_demo.latent_stats --model DIR --showcase GLASSES SPREAD
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import EDIT_ABSENT, dark_framed, edit_effect, posterior, showcase_metrics  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
+from vae_demo.studio import Studio  # noqa: E402
 
 
 def percent(share: float | None) -> str:
@@ -70,7 +74,10 @@ def main() -> int:
         effect = edit_effect(model, classifier, z, "frame_light", strength, 128, reference)
         print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['glasses_after'])} |")
 
-    print(f"\nShowcase along the frame-colour direction, hand-labelled {args.split} wearers\n")
+    glasses_now, spread_now = Studio(model, examples=[]).showcase_settings()
+    whose = "its own" if model.latent_stats is not None and model.latent_stats.showcase else "the app's defaults"
+    print(f"\nShowcase along the frame-colour direction, hand-labelled {args.split} wearers")
+    print(f"(the model's showcase now: glasses {glasses_now:g}, spread {spread_now:g}, {whose})\n")
     print("| glasses | spread | Spearman | frames called glasses | start called dark | end called light |")
     print("|---|---|---|---|---|---|")
     for glasses in args.showcase_glasses:

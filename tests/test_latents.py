@@ -91,3 +91,24 @@ def test_showcase_endpoints_put_glasses_on_then_set_the_frame_colour_levels():
     dark, light = studio.frame_colour_endpoints(z, spread=2.0, glasses=2.5)
     assert torch.allclose(dark, torch.tensor([3.0, -3.0, -2.0, 1.0]))  # glasses added, levels spread apart
     assert torch.allclose(light, torch.tensor([3.0, 5.0, -2.0, 1.0]))
+
+
+def test_a_models_own_showcase_settings_are_saved_and_used(tmp_path):
+    from vae_demo.latent_stats import LatentStats
+    from vae_demo.model import ConvVAE
+    from vae_demo.studio import SHOWCASE_GLASSES, SHOWCASE_SPREAD, Studio
+
+    stats = LatentStats(mean=torch.zeros(4), cov=torch.eye(4), directions={"frame_light": torch.ones(4)})
+    stats.save(tmp_path / "defaults.safetensors")
+    stats.showcase = {"glasses": 2.0, "spread": 3.0}
+    stats.save(tmp_path / "own.safetensors")
+    model = ConvVAE(image_size=32, channels=(8, 16), latent_dim=4, res_blocks=0)
+    model.latent_stats = LatentStats.load(tmp_path / "defaults.safetensors")
+    assert model.latent_stats.showcase is None
+    assert Studio(model, examples=[]).showcase_settings() == (SHOWCASE_GLASSES, SHOWCASE_SPREAD)
+    model.latent_stats = LatentStats.load(tmp_path / "own.safetensors")
+    studio = Studio(model, examples=[])
+    assert studio.showcase_settings() == (2.0, 3.0)
+    z = torch.zeros(4)
+    dark, light = studio.frame_colour_endpoints(z)  # levels +-0.5 around 0, spread 3 times apart
+    assert torch.allclose(light - dark, 3.0 * torch.ones(4))

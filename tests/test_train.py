@@ -17,6 +17,7 @@ from conftest import ROOT, TINY_MODEL_FLAGS, run_train
 from safetensors.torch import load_file
 
 from vae_demo.hub import load_model
+from vae_demo.studio import Studio
 
 COMMON = [
     *TINY_MODEL_FLAGS,
@@ -299,12 +300,29 @@ def test_latent_stats_command_recomputes_a_model_folders_statistics(trained_run,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no classifier folder" in result.stderr and "directions from the labels alone" in result.stderr
-    info = json.loads(result.stdout)
+    info = json.loads(result.stdout)["directions"]
     assert info["Eyeglasses"]["shown_in_reconstruction"] is False
     assert set(load_model(model_dir).latent_stats.directions) == set(info)
     card = (model_dir / "README.md").read_text()
     assert card.count("## Latent statistics") == card.count("## Model config") == 1
     assert "\n\n## Model config" in card and "- `Eyeglasses`: " in card and "made orthogonal to Male" in card
+    assert "The showcase adds" not in card
+
+    # The showcase's settings chosen for this model: stored beside the directions, on the
+    # card, used by the app, and kept when the statistics are recomputed.
+    before = load_model(model_dir).latent_stats
+    result = subprocess.run([*command, "--showcase", "2", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = load_model(model_dir).latent_stats
+    assert after.showcase == {"glasses": 2.0, "spread": 3.0}
+    assert torch.equal(after.cov, before.cov) and after.info == before.info
+    assert Studio(load_model(model_dir), examples=[]).showcase_settings() == (2.0, 3.0)
+    card = (model_dir / "README.md").read_text()
+    assert "glasses direction at strength 2 and spreads the dark and light frame levels 3 times apart" in card
+    result = subprocess.run(
+        [*command, "--classifier", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and json.loads(result.stdout)["showcase"] == {"glasses": 2.0, "spread": 3.0}
 
 
 def test_evaluate_command_writes_the_metrics(trained_run, lfw_root, tmp_path):

@@ -24,8 +24,9 @@ ROWS = (
 )
 
 
-def latent_stats_section(info: dict[str, dict]) -> str:
-    """The card's "Latent statistics" section, from `LatentStats.info` (name -> how it was computed)."""
+def latent_stats_section(info: dict[str, dict], showcase: dict[str, float] | None = None) -> str:
+    """The card's "Latent statistics" section, from `LatentStats.info` (name -> how it was computed)
+    and `LatentStats.showcase` (the showcase's settings for this model, if chosen)."""
     lines = []
     for name, how in info.items():
         line = f"- `{name}`: {how['positives']} positives vs {how['negatives']} negatives, "
@@ -43,17 +44,31 @@ def latent_stats_section(info: dict[str, dict]) -> str:
 and attribute directions (difference of mean codes of confident positives and negatives):
 
 {chr(10).join(lines) or "- none"}
-"""
+{_showcase_line(showcase)}"""
 
 
-def update_latent_stats_section(folder: Path, info: dict[str, dict]) -> None:
+def _showcase_line(showcase: dict[str, float] | None) -> str:
+    if showcase is None:
+        return ""
+    return (
+        f"\nThe showcase adds the glasses direction at strength {showcase['glasses']:g} and spreads the dark and"
+        f" light frame levels {showcase['spread']:g} times apart (chosen on the validation split).\n"
+    )
+
+
+def update_latent_stats_section(folder: Path, info: dict[str, dict], showcase: dict[str, float] | None = None) -> None:
     """Rewrite the "Latent statistics" section of a model folder's card, if it has one."""
     card = folder / "README.md"
     if not card.is_file() or "## Latent statistics" not in (text := card.read_text()):
         return
     start = text.index("## Latent statistics")
     end = text.find("\n## ", start + 1)
-    card.write_text(text[:start] + latent_stats_section(info) + (text[end:] if end >= 0 else ""))
+    card.write_text(text[:start] + latent_stats_section(info, showcase) + (text[end:] if end >= 0 else ""))
+
+
+def _stats_parts(model: HubVAE) -> tuple[dict, dict | None]:
+    stats = model.latent_stats
+    return ({}, None) if stats is None else (stats.info, stats.showcase)
 
 
 def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, state: dict, n_train: int) -> None:
@@ -104,7 +119,7 @@ image and the decoder variance set to its optimum on the validation split.
 
 {count_parameters(model):,} parameters.
 
-{latent_stats_section(model.latent_stats.info if model.latent_stats is not None else {})}
+{latent_stats_section(*_stats_parts(model))}
 ## Model config
 ```json
 {config}

@@ -535,14 +535,14 @@ def showcase_metrics(
     Two modes, as in the app (slerp, its default): morphs between a hand-labelled
     dark-framed and a light-framed face (every such pair, at most `max_pairs`, drawn with
     the seed), and each labelled glasses wearer moved along the frame-colour direction from
-    the dark to the light level (`Studio.frame_colour_endpoints`, with the app's `glasses`
-    and `spread` unless given). Beside the correlation, what a viewer sees: the share of
-    path frames called "glasses", of paths that start called dark and of paths that end
-    called light.
+    the dark to the light level (`Studio.frame_colour_endpoints`, with the model's own
+    `glasses` and `spread` if it holds them, else the app's defaults, unless given). Beside
+    the correlation, what a viewer sees: the share of path frames called "glasses", of paths
+    that start called dark and of paths that end called light.
     """
     if "frame_light" not in classifier.attributes or data.frame_light is None:
         return None
-    from vae_demo.studio import SHOWCASE_GLASSES, SHOWCASE_SPREAD, Studio  # here: studio imports this module
+    from vae_demo.studio import Studio  # here: studio imports this module
 
     column = classifier.attributes.index("frame_light")
     glasses_column = classifier.attributes.index("Eyeglasses") if "Eyeglasses" in classifier.attributes else None
@@ -572,8 +572,9 @@ def showcase_metrics(
         results["direction"] = None
     else:
         studio = Studio(model, examples=[])
-        glasses = SHOWCASE_GLASSES if glasses is None else glasses
-        spread = SHOWCASE_SPREAD if spread is None else spread
+        own_glasses, own_spread = studio.showcase_settings()
+        glasses = own_glasses if glasses is None else glasses
+        spread = own_spread if spread is None else spread
         ends = [studio.frame_colour_endpoints(mu[i], spread, glasses) for i in sorted(dark + light)]
         results["direction"] = path_metrics(ends) | {"glasses": glasses, "spread": spread}
     _progress("showcase: " + ", ".join(f"{k} {v and v['mean']}" for k, v in results.items()))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class LatentStats:
     cov: torch.Tensor  # (D, D)
     directions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (D,)
     info: dict[str, dict] = field(default_factory=dict)  # name -> how it was computed
+    # The showcase's settings for these directions, {"glasses": strength, "spread": s}, chosen
+    # on the val split (benchmarks/edit_strengths.py); None: the app's defaults (studio.py).
+    showcase: dict[str, float] | None = None
 
     @classmethod
     def fit(
@@ -88,7 +92,10 @@ class LatentStats:
     def save(self, path: str | Path) -> None:
         tensors = {"mean": self.mean.contiguous(), "cov": self.cov.contiguous()}
         tensors |= {f"direction.{name}": d.contiguous() for name, d in self.directions.items()}
-        save_file(tensors, str(path), metadata={"info": json.dumps(self.info)})
+        metadata = {"info": json.dumps(self.info)}
+        if self.showcase is not None:
+            metadata["showcase"] = json.dumps(self.showcase)
+        save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> LatentStats:
@@ -96,9 +103,10 @@ class LatentStats:
 
         tensors = load_file(str(path))
         with safe_open(str(path), "pt") as f:
-            info = json.loads((f.metadata() or {}).get("info", "{}"))
+            metadata = f.metadata() or {}
+        info, showcase = json.loads(metadata.get("info", "{}")), json.loads(metadata.get("showcase", "null"))
         directions = {k.removeprefix("direction."): v for k, v in tensors.items() if k.startswith("direction.")}
-        return cls(mean=tensors["mean"], cov=tensors["cov"], directions=directions, info=info)
+        return cls(mean=tensors["mean"], cov=tensors["cov"], directions=directions, info=info, showcase=showcase)
 
 
 def attribute_direction(
@@ -276,7 +284,11 @@ def orthogonal_part(direction: torch.Tensor, other: torch.Tensor) -> tuple[torch
 def main(argv: list[str] | None = None) -> int:
     """Recompute a model folder's latent statistics from a data set, in place.
 
-    python -m vae_demo.latent_stats --model runs/default/model --data ../shared/data/lfw
+        python -m vae_demo.latent_stats --model runs/default/model --data ../shared/data/lfw
+
+    Or only store the showcase's settings chosen for it (`benchmarks/edit_strengths.py --split val`):
+
+        python -m vae_demo.latent_stats --model runs/default/model --showcase 1.5 3
     """
     import argparse
 
@@ -293,16 +305,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--classifier", default="assets/classifier", help="attribute classifier ('' for none; default: %(default)s)"
     )
+    parser.add_argument(
+        "--showcase",
+        type=float,
+        nargs=2,
+        metavar=("GLASSES", "SPREAD"),
+        help="only store the showcase's glasses strength and dark-light spread for this model",
+    )
     args = parser.parse_args(argv)
     model = load_model(args.model)
-    data = load_split(args.data, args.split, model.image_size)
-    codes = model_pass(model, data.images).mu
-    classifier = load_local(args.classifier, "directions from the labels alone", model.device)
-    shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
-    stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown)
+    if args.showcase:
+        stats = model.latent_stats
+        if stats is None:
+            print(f"error: {args.model} has no latent statistics yet; compute them first", file=sys.stderr)
+            return 2
+        stats.showcase = {"glasses": args.showcase[0], "spread": args.showcase[1]}
+    else:
+        data = load_split(args.data, args.split, model.image_size)
+        codes = model_pass(model, data.images).mu
+        classifier = load_local(args.classifier, "directions from the labels alone", model.device)
+        shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
+        stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown)
+        stats.showcase = model.latent_stats.showcase if model.latent_stats is not None else None
     stats.save(Path(args.model) / LATENT_STATS_FILE)
-    update_latent_stats_section(Path(args.model), stats.info)
-    print(json.dumps(stats.info, indent=2))
+    update_latent_stats_section(Path(args.model), stats.info, stats.showcase)
+    print(json.dumps({"directions": stats.info, "showcase": stats.showcase}, indent=2))
     return 0
 
 

@@ -40,7 +40,8 @@ EDIT_RANGE = (-3.0, 3.0)  # glasses show on most faces from 1 to 1.5 (README, "R
 # the strength the evaluation measures edits at, and the sliders' unit.
 DEFAULT_EDIT_STRENGTH = 1.0
 # The showcase's direction mode: glasses added at this strength before recolouring, and the
-# dark and light levels spread apart this much. Chosen on the val split with
+# dark and light levels spread apart this much, for a model whose latent statistics hold no
+# settings of their own (`python -m vae_demo.latent_stats --showcase`). Chosen on the val split with
 # benchmarks/edit_strengths.py (README, "Results"): at 1.5 and 2.5 the classifier sees glasses
 # on 98% of the path's frames, a dark start on 83% and a light end on 94%; at 1 and 2.5, on
 # 95%, 76% and 94% (with the frame-colour direction of the labels alone; with the current one,
@@ -188,8 +189,13 @@ class Studio:
         images[0].save(path, save_all=True, append_images=images[1:], duration=70, loop=0)
         return path
 
+    def showcase_settings(self) -> tuple[float, float]:
+        """The showcase's glasses strength and spread: the model's own if chosen for it, else the defaults."""
+        own = self.stats.showcase or {}
+        return own.get("glasses", SHOWCASE_GLASSES), own.get("spread", SHOWCASE_SPREAD)
+
     def frame_colour_endpoints(
-        self, z: torch.Tensor, spread: float = SHOWCASE_SPREAD, glasses: float = SHOWCASE_GLASSES
+        self, z: torch.Tensor, spread: float | None = None, glasses: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same face with dark and with light frames, moved along the frame-colour direction.
 
@@ -197,8 +203,11 @@ class Studio:
         frames at all (it draws them faintly for most wearers' own codes). Then the face keeps
         everything but its coordinate along the frame-colour direction, which is set to the
         mean level of dark-framed (t = 0) and of light-framed (t = 1) training faces, spread
-        apart by `spread` around their midpoint.
+        apart by `spread` around their midpoint. Either left None: `showcase_settings()`.
         """
+        own_glasses, own_spread = self.showcase_settings()
+        glasses = own_glasses if glasses is None else glasses
+        spread = own_spread if spread is None else spread
         if glasses and "Eyeglasses" in self.stats.directions:
             z = edit(z, self._direction("Eyeglasses"), glasses)
         direction = self._direction("frame_light")
