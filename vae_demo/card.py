@@ -66,11 +66,6 @@ def update_latent_stats_section(folder: Path, info: dict[str, dict], showcase: d
     card.write_text(text[:start] + latent_stats_section(info, showcase) + (text[end:] if end >= 0 else ""))
 
 
-def _stats_parts(model: HubVAE) -> tuple[dict, dict | None]:
-    stats = model.latent_stats
-    return ({}, None) if stats is None else (stats.info, stats.showcase)
-
-
 def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, state: dict, n_train: int) -> None:
     """Write README.md (with Hub front matter) and metrics.json into a saved model folder."""
     splits = list(metrics)
@@ -78,6 +73,8 @@ def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, stat
     for key, label, fmt in ROWS:
         table.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
     best = state.get("best") or {}
+    stats = model.latent_stats
+    stats_section = latent_stats_section(stats.info, stats.showcase) if stats is not None else latent_stats_section({})
     resumed = "".join(f"\nResumed {change}." for change in state.get("changes", []))
     config = json.dumps(model.config, indent=2, sort_keys=True)
     settings = json.dumps({k: v for k, v in cfg.items() if k != "push_to_hub"}, indent=2)
@@ -119,7 +116,7 @@ image and the decoder variance set to its optimum on the validation split.
 
 {count_parameters(model):,} parameters.
 
-{latent_stats_section(*_stats_parts(model))}
+{stats_section}
 ## Model config
 ```json
 {config}
