@@ -302,16 +302,18 @@ def train(cfg: TrainConfig) -> Path | None:
             before = {k: v for k, v in before.items() if hasattr(cfg, k)}  # and settings removed since
             changed = {k: (v, getattr(cfg, k)) for k, v in before.items() if _differs(v, getattr(cfg, k))}
             changed = {k: v for k, v in changed.items() if k not in ("resume", "push_to_hub")}
+            changes = []
             for name, (before, now) in changed.items():
-                print(f"note: --{name.replace('_', '-')} was {before} in the checkpoint's run, now {now}")
-            changes = [f"--{name.replace('_', '-')} {before} → {now}" for name, (before, now) in changed.items()]
+                flag = "--" + name.replace("_", "-")
+                print(f"note: {flag} was {before} in the checkpoint's run, now {now}")
+                changes.append(f"{flag} {before} → {now}")
             if changes:
                 state.setdefault("changes", []).append(f"at step {state['step']} with {', '.join(changes)}")
     else:
         torch.manual_seed(cfg.seed * 1000 + rt.rank + 1)  # different noise per process
-    hardware = state.setdefault("hardware", [])  # for the model card; a resumed run may have moved
-    if rt.describe() not in hardware:
-        hardware.append(rt.describe())
+    hardware, here = state.setdefault("hardware", []), rt.describe()  # for the model card
+    if here not in hardware:  # a resumed run may have moved
+        hardware.append(here)
     model_config = model.config
     if rt.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.cuda else None)

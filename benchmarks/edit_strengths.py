@@ -74,8 +74,9 @@ def main() -> int:
         effect = edit_effect(model, classifier, z, "frame_light", strength, 128, reference)
         print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['glasses_after'])} |")
 
-    glasses_now, spread_now = Studio(model, examples=[]).showcase_settings()
-    whose = "its own" if model.latent_stats is not None and model.latent_stats.showcase else "the app's defaults"
+    studio = Studio(model, examples=[])
+    glasses_now, spread_now = studio.showcase_settings()
+    whose = "its own" if studio.stats.showcase else "the app's defaults"
     print(f"\nShowcase along the frame-colour direction, hand-labelled {args.split} wearers")
     print(f"(the model's showcase now: glasses {glasses_now:g}, spread {spread_now:g}, {whose})\n")
     print("| glasses | spread | Spearman | frames called glasses | start called dark | end called light |")

@@ -572,9 +572,7 @@ def showcase_metrics(
         results["direction"] = None
     else:
         studio = Studio(model, examples=[])
-        own_glasses, own_spread = studio.showcase_settings()
-        glasses = own_glasses if glasses is None else glasses
-        spread = own_spread if spread is None else spread
+        glasses, spread = studio.showcase_settings(glasses, spread)
         ends = [studio.frame_colour_endpoints(mu[i], spread, glasses) for i in sorted(dark + light)]
         results["direction"] = path_metrics(ends) | {"glasses": glasses, "spread": spread}
     _progress("showcase: " + ", ".join(f"{k} {v and v['mean']}" for k, v in results.items()))

@@ -189,10 +189,14 @@ class Studio:
         images[0].save(path, save_all=True, append_images=images[1:], duration=70, loop=0)
         return path
 
-    def showcase_settings(self) -> tuple[float, float]:
-        """The showcase's glasses strength and spread: the model's own if chosen for it, else the defaults."""
+    def showcase_settings(self, glasses: float | None = None, spread: float | None = None) -> tuple[float, float]:
+        """The showcase's glasses strength and spread: those given, else the model's own if chosen
+        for it, else the defaults."""
         own = self.stats.showcase or {}
-        return own.get("glasses", SHOWCASE_GLASSES), own.get("spread", SHOWCASE_SPREAD)
+        return (
+            own.get("glasses", SHOWCASE_GLASSES) if glasses is None else glasses,
+            own.get("spread", SHOWCASE_SPREAD) if spread is None else spread,
+        )
 
     def frame_colour_endpoints(
         self, z: torch.Tensor, spread: float | None = None, glasses: float | None = None
@@ -205,9 +209,7 @@ class Studio:
         mean level of dark-framed (t = 0) and of light-framed (t = 1) training faces, spread
         apart by `spread` around their midpoint. Either left None: `showcase_settings()`.
         """
-        own_glasses, own_spread = self.showcase_settings()
-        glasses = own_glasses if glasses is None else glasses
-        spread = own_spread if spread is None else spread
+        glasses, spread = self.showcase_settings(glasses, spread)
         if glasses and "Eyeglasses" in self.stats.directions:
             z = edit(z, self._direction("Eyeglasses"), glasses)
         direction = self._direction("frame_light")
