@@ -39,7 +39,7 @@ from vae_demo.classifier import load_local
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
 from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, summarize
 from vae_demo.hub import PublishError, publish
-from vae_demo.images import uint8_to_float
+from vae_demo.images import EYE_BAND, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import ConvVAE, HubVAE
 from vae_demo.objective import ElboTerms, kl_warmup, negative_elbo
@@ -536,7 +536,9 @@ def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, v
         model.load_state_dict(state["best"]["model"])
     model.eval()
     codes = model_pass(model, train_data.images).mu
-    model.latent_stats = LatentStats.fit(codes, train_data.attributes, train_data.frame_light, shown(model, codes, cfg))
+    model.latent_stats = LatentStats.fit(
+        codes, train_data.attributes, train_data.frame_light, shown(model, codes, cfg), model.cells_over(EYE_BAND)
+    )
 
     metrics = {"val": evaluate(model, val_data.images)}
     try:

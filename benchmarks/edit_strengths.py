@@ -10,7 +10,8 @@ Prints three tables for one model, judged by the bundled attribute classifier on
    evaluation picks them): the share called light-framed, and still called "glasses".
 3. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
    glasses wearer, over a grid of glasses strengths and dark/light spreads: Spearman of
-   P(light frames) with t, frames called glasses, starts called dark, ends called light.
+   P(light frames) with t, frames called glasses, starts called dark, ends called light, and
+   the mean absolute pixel change from start to end across the eye band and elsewhere.
 The app's defaults live in vae_demo/studio.py (DEFAULT_EDIT_STRENGTH, SHOWCASE_GLASSES,
 SHOWCASE_SPREAD). A model trained on other photos may want another showcase; store the
 settings chosen here in its folder, where the app and the evaluation find them:
@@ -79,15 +80,19 @@ def main() -> int:
     whose = "its own" if studio.stats.showcase else "the app's defaults"
     print(f"\nShowcase along the frame-colour direction, hand-labelled {args.split} wearers")
     print(f"(the model's showcase now: glasses {glasses_now:g}, spread {spread_now:g}, {whose})\n")
-    print("| glasses | spread | Spearman | frames called glasses | start called dark | end called light |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| glasses | spread | Spearman | frames called glasses | start called dark | end called light "
+        "| change in the eye band / elsewhere |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for glasses in args.showcase_glasses:
         for spread in args.spreads:
             seen = showcase_metrics(model, classifier, data, mu, max_pairs=0, glasses=glasses, spread=spread)
             d = seen["direction"]
             print(
                 f"| {glasses:g} | {spread:g} | {d['mean']:.2f} | {percent(d['frames_called_glasses'])} "
-                f"| {percent(d['start_called_dark'])} | {percent(d['end_called_light'])} |"
+                f"| {percent(d['start_called_dark'])} | {percent(d['end_called_light'])} "
+                f"| {d['change_in_eye_band']:.3f} / {d['change_elsewhere']:.3f} |"
             )
     return 0
 

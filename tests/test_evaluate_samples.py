@@ -15,6 +15,7 @@ from vae_demo.classifier import AttributeClassifier
 from vae_demo.data import FaceData, load_split
 from vae_demo.evaluate import (
     edit_metrics,
+    end_to_end_change,
     evenness,
     frechet_distance,
     iwae_bound,
@@ -28,9 +29,9 @@ from vae_demo.evaluate import (
     spearman,
     summarize,
 )
-from vae_demo.images import uint8_to_float
+from vae_demo.images import eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
-from vae_demo.model import ConvVAE
+from vae_demo.model import ConvVAE, HubVAE
 from vae_demo.objective import kl_to_standard_normal, negative_elbo
 
 
@@ -152,6 +153,30 @@ def test_evenness_of_evenly_and_unevenly_spaced_paths():
     assert evenness(torch.stack([even[:4], uneven])).tolist() == pytest.approx([1.0, 1.5])
 
 
+def test_end_to_end_change_tells_the_eye_band_from_the_rest():
+    class Painter(HubVAE):
+        """Paints code entry 0 across the eye band and entry 1 everywhere else."""
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device to report
+
+        def decode(self, z):
+            rows = torch.zeros(64, dtype=torch.bool)
+            rows[eye_band(64)] = True
+            band = rows.view(1, 1, 64, 1)
+            return torch.where(band, z[:, 0, None, None, None], z[:, 1, None, None, None]).expand(-1, 3, 64, 64)
+
+    frames_only = [(torch.tensor([0.2, 0.5]), torch.tensor([0.8, 0.5]))] * 3
+    assert end_to_end_change(Painter(), frames_only, batch_size=2) == pytest.approx(
+        {"change_in_eye_band": 0.6, "change_elsewhere": 0.0}
+    )
+    everything = [(torch.tensor([0.2, 0.5]), torch.tensor([0.4, 0.6]))]
+    assert end_to_end_change(Painter(), everything) == pytest.approx(
+        {"change_in_eye_band": 0.2, "change_elsewhere": 0.1}
+    )
+
+
 def test_edits_without_qualifying_faces_or_directions_report_nothing(tiny_model, split_images):
     classifier = AttributeClassifier(channels=(8, 8, 8, 8), image_size=32)
     middling = torch.full((len(split_images),), 0.5)
@@ -224,6 +249,8 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
         assert summary["n"] > summary["n_undefined"] and -1 <= summary["mean"] <= 1
         for seen in ("start_called_dark", "end_called_light", "frames_called_glasses"):
             assert 0 <= summary[seen] <= 1
+    assert metrics["showcase"]["direction"]["change_in_eye_band"] > 0
+    assert metrics["showcase"]["direction"]["change_elsewhere"] >= 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -165,6 +165,28 @@ def test_frame_colour_direction_leaves_the_glasses_alone_and_its_levels_follow()
     assert info["frame_light"]["positive_level"] == pytest.approx(float((codes[:30] @ unit).mean()), abs=1e-5)
 
 
+def test_frame_colour_direction_can_be_kept_to_the_cells_over_the_eyes():
+    # Entries 0-1 are the cells over the eyes, 2-3 the rest of the face. Light frames are
+    # lighter in entry 0, drawn fainter in entry 1 (the glasses coordinate there) and come with
+    # lighter skin in entry 2. Only the cells over the eyes are kept, and the glasses' part is
+    # removed there without reaching outside them (the glasses direction also uses entry 3).
+    generator = torch.Generator().manual_seed(0)
+    wearer = torch.tensor([1.0] * 60 + [0.0] * 60)
+    light = torch.tensor([1.0] * 30 + [0.0] * 30 + [float("nan")] * 60)
+    colour = torch.tensor([1.0] * 30 + [-1.0] * 30 + [0.0] * 60)  # wearers average 0
+    codes = torch.stack([colour, wearer - 0.25 * colour, colour, 3 * wearer], 1)
+    codes = codes + 0.01 * torch.randn(120, 4, generator=generator)
+    eyes = torch.tensor([True, True, False, False])
+    directions, info = compute_directions(codes, {"Eyeglasses": wearer}, frame_light=light, eye_cells=eyes)
+    assert directions["frame_light"].tolist() == pytest.approx([2.0, 0.0, 0.0, 0.0], abs=0.02)
+    assert info["frame_light"]["removed_length"] == pytest.approx(-0.5, abs=0.02)
+    assert info["frame_light"]["over_the_eyes"] == 2
+    assert "kept to the 2 code entries over the eyes" in latent_stats_section(info)
+    assert directions["Eyeglasses"].tolist() == pytest.approx([0.0, 1.0, 0.0, 3.0], abs=0.02)  # not cut
+    unit = directions["frame_light"] / directions["frame_light"].norm()
+    assert info["frame_light"]["positive_level"] == pytest.approx(float((codes[:30] @ unit).mean()), abs=1e-5)
+
+
 def test_directions_are_computed_after_those_they_are_made_orthogonal_to():
     order = list(BALANCE)
     for name, other in ORTHOGONAL_TO.items():

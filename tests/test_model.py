@@ -66,6 +66,20 @@ def test_spatial_latent_speaks_flat_codes_and_round_trips(tmp_path):
         tiny(spatial_latent=True, latent_dim=8 * 3)
 
 
+def test_cells_over_a_band_are_the_code_entries_that_draw_those_rows():
+    model = tiny(spatial_latent=True, latent_dim=2 * 4 * 4)
+    top = model.cells_over((0.0, 0.2))  # overlaps grid row 0 of 4 only
+    assert top.shape == (32,) and top.sum() == 2 * 4
+    assert top.view(2, 4, 4)[:, 0].all() and not top.view(2, 4, 4)[:, 1:].any()
+    assert model.cells_over((0.3, 0.55)).view(2, 4, 4)[0].any(1).tolist() == [False, True, True, False]
+    # a change confined to those entries redraws the top of the picture, hardly the bottom
+    z = torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
+    change = (model.decode(z + 3.0 * top) - model.decode(z)).abs().mean((0, 1, 3))
+    assert change[:8].mean() > 5 * change[-8:].mean()
+    assert tiny().cells_over((0.0, 0.2)) is None  # one global code: every entry draws every row
+    assert SeedMLPVAE(image_size=32).cells_over((0.0, 0.2)) is None
+
+
 @pytest.mark.parametrize("baseline", [SeedConvVAE, SeedMLPVAE])
 def test_seed_baselines_round_trip_through_load_model(tmp_path, baseline):
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from conftest import ROOT, TINY_MODEL_FLAGS, run_train
 from safetensors.torch import load_file
 
 from vae_demo.hub import load_model
+from vae_demo.images import EYE_BAND
 from vae_demo.studio import Studio
 
 COMMON = [
@@ -63,8 +64,12 @@ def test_training_lowers_the_loss_and_writes_a_model_folder(trained_run):
     assert glasses["shown_in_reconstruction"] is False and glasses["orthogonal_to"] == "Male"
     male = model.latent_stats.directions["Male"]
     assert abs(float(model.latent_stats.directions["Eyeglasses"] @ male)) < 1e-4 * float(male.norm())
+    # The frame colour's direction touches only the code cells over the eyes.
+    eyes = model.cells_over(EYE_BAND)
+    assert 0 < eyes.sum() < eyes.numel() and model.latent_stats.directions["frame_light"][~eyes].abs().max() == 0
     card = (model_dir / "README.md").read_text()
     assert "library_name: vae_demo" in card and "PSNR" in card
+    assert f"kept to the {int(eyes.sum())} code entries over the eyes" in card
     assert set(json.loads((model_dir / "metrics.json").read_text())) == {"val", "test"}
     assert len(list((trained_run / "grids").glob("recon_*.png"))) == 6
 

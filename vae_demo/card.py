@@ -36,6 +36,8 @@ def latent_stats_section(info: dict[str, dict], showcase: dict[str, float] | Non
             line += f", p > {how['shown_threshold']:g})" if "shown_threshold" in how else ")"
             if how.get("shown_with"):
                 line += f" and show {', '.join(how['shown_with'])}"
+        if how.get("over_the_eyes"):
+            line += f"; kept to the {how['over_the_eyes']} code entries over the eyes"
         if how.get("orthogonal_to"):
             line += f"; made orthogonal to {how['orthogonal_to']}"
         lines.append(line)

@@ -538,7 +538,8 @@ def showcase_metrics(
     the dark to the light level (`Studio.frame_colour_endpoints`, with the model's own
     `glasses` and `spread` if it holds them, else the app's defaults, unless given). Beside
     the correlation, what a viewer sees: the share of path frames called "glasses", of paths
-    that start called dark and of paths that end called light.
+    that start called dark and of paths that end called light; for the direction mode also
+    how much the picture changes in the eye band and elsewhere (`end_to_end_change`).
     """
     if "frame_light" not in classifier.attributes or data.frame_light is None:
         return None
@@ -574,9 +575,35 @@ def showcase_metrics(
         studio = Studio(model, examples=[])
         glasses, spread = studio.showcase_settings(glasses, spread)
         ends = [studio.frame_colour_endpoints(mu[i], spread, glasses) for i in sorted(dark + light)]
-        results["direction"] = path_metrics(ends) | {"glasses": glasses, "spread": spread}
+        results["direction"] = path_metrics(ends) | end_to_end_change(model, ends, batch_size)
+        results["direction"] |= {"glasses": glasses, "spread": spread}
     _progress("showcase: " + ", ".join(f"{k} {v and v['mean']}" for k, v in results.items()))
     return results
+
+
+@torch.no_grad()
+def end_to_end_change(model: HubVAE, ends: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int = 128) -> dict:
+    """How much a path's picture changes from its start to its end, across the eye band and elsewhere.
+
+    The mean absolute pixel difference (of [0, 1] values) between the pictures decoded from
+    each pair of codes. A change of frame colour belongs in the eye band; what changes
+    elsewhere (skin, hair, background) is a side effect.
+    """
+    if not ends:
+        return {"change_in_eye_band": None, "change_elsewhere": None}
+    starts, finishes = (torch.stack(side).to(model.device) for side in zip(*ends, strict=True))
+    change = torch.cat(
+        [
+            (model.decode(finishes[i : i + batch_size]) - model.decode(starts[i : i + batch_size])).abs().mean(1)
+            for i in range(0, len(starts), batch_size)
+        ]
+    ).float()
+    band = torch.zeros(change.shape[-2], dtype=torch.bool)
+    band[eye_band(change.shape[-2])] = True
+    return {
+        "change_in_eye_band": change[:, band].mean().item(),
+        "change_elsewhere": change[:, ~band].mean().item(),
+    }
 
 
 def extended_metrics(

@@ -11,7 +11,9 @@ direction takes as many men as women on both sides, so that adding glasses does 
 change sex. For the glasses, the wearers averaged are those whose reconstructions show them
 (the attribute classifier's call): most wearers here have thin light frames that the decoder
 draws faintly, and their mean code draws barely any glasses. Frame colour likewise takes the
-wearers whose reconstructions show glasses of their labelled colour.
+wearers whose reconstructions show glasses of their labelled colour, and where the code is a
+grid it keeps only the cells over the eyes: the two groups' whole-face difference also
+lightens skin and hair, which a change of frames should leave alone.
 
 Usage:
     >>> import torch
@@ -60,14 +62,17 @@ class LatentStats:
         attributes: dict[str, torch.Tensor] | None = None,
         frame_light: torch.Tensor | None = None,
         shown: dict[str, torch.Tensor] | None = None,
+        eye_cells: torch.Tensor | None = None,
     ) -> LatentStats:
         """Mean and covariance of codes (N, D), and attribute directions where labels are given.
 
-        `shown` is passed on to `compute_directions`.
+        `shown` and `eye_cells` are passed on to `compute_directions`.
         """
         stats = cls(mean=codes.double().mean(0).float(), cov=torch.cov(codes.double().T).float())
         if attributes:
-            stats.directions, stats.info = compute_directions(codes, attributes, frame_light, shown)
+            stats.directions, stats.info = compute_directions(
+                codes, attributes, frame_light, shown, eye_cells=eye_cells
+            )
         return stats
 
     def sample(
@@ -115,6 +120,7 @@ def attribute_direction(
     negative: torch.Tensor,
     strata: torch.Tensor | None = None,
     orthogonal_to: torch.Tensor | None = None,
+    within: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Mean code of positives minus mean code of negatives, balanced within strata.
 
@@ -125,6 +131,8 @@ def attribute_direction(
             the larger side is cut (deterministically, first rows first) to the size of the
             smaller, so both sides have the same mix of confounders.
         orthogonal_to: A direction (D,) whose component is then removed ("removed_length").
+        within: Boolean mask (D,) of the code entries the direction may touch (both it and
+            `orthogonal_to` are cut to them first); None: all.
 
     Returns:
         The direction (D,) and {"positives", "negatives", "strata", "negative_level",
@@ -144,6 +152,9 @@ def attribute_direction(
         raise ValueError("no stratum has both positives and negatives")
     direction = codes[pos].mean(0) - codes[neg].mean(0)
     info = {"positives": len(pos), "negatives": len(neg), "strata": int(strata.unique().numel())}
+    if within is not None:
+        direction = direction * within
+        orthogonal_to = None if orthogonal_to is None else orthogonal_to * within
     if orthogonal_to is not None:
         direction, info["removed_length"] = orthogonal_part(direction, orthogonal_to)
     unit = direction / direction.norm().clamp_min(1e-12)
@@ -188,6 +199,10 @@ MIN_SHOWN = 20
 # Lighter frames are drawn fainter; once orthogonal to the glasses direction, the frame edit
 # leaves glasses on 82% of 40 val faces instead of 73%, and lightens as many.
 ORTHOGONAL_TO = {"Eyeglasses": "Male", "frame_light": "Eyeglasses"}
+# Directions kept to the code cells over the eyes, where a spatial code has them. A frame's
+# colour is a change there only; the whole-face direction also brightens skin and hair, which
+# limits how far the showcase can go before the face degrades.
+OVER_THE_EYES = ("frame_light",)
 
 
 def compute_directions(
@@ -196,6 +211,7 @@ def compute_directions(
     frame_light: torch.Tensor | None = None,
     shown: dict[str, torch.Tensor] | None = None,
     confident: float = 0.9,
+    eye_cells: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Attribute directions from predicted probabilities (and hand labels of frame colour).
 
@@ -209,6 +225,8 @@ def compute_directions(
             (and both show the attributes listed there): the direction goes from faces the
             decoder draws without the attribute to faces it draws with it.
         confident: Positives have p > confident, negatives p < 1 - confident.
+        eye_cells: Boolean mask (D,) of the code entries over the eyes (`ConvVAE.cells_over`),
+            to which the directions in OVER_THE_EYES are cut; None: no cut.
 
     Returns:
         name -> direction, name -> counts and how it was computed.
@@ -226,13 +244,18 @@ def compute_directions(
         strata = confounder_strata(attributes, [b for b in balance_over if b in attributes])
         other = ORTHOGONAL_TO.get(name)
         away = directions.get(other)
+        within = eye_cells if name in OVER_THE_EYES else None
         result, threshold = None, None
         if name in SHOWN_IN_RECONSTRUCTION and name in shown:
-            result, threshold = shown_direction(codes, positive, negative, strata, name, shown, confident, away)
+            result, threshold = shown_direction(codes, positive, negative, strata, name, shown, confident, away, within)
         try:
-            directions[name], info[name] = result or attribute_direction(codes, positive, negative, strata, away)
+            directions[name], info[name] = result or attribute_direction(
+                codes, positive, negative, strata, away, within
+            )
         except ValueError:
             continue
+        if within is not None:
+            info[name]["over_the_eyes"] = int(within.sum())
         info[name]["balanced_over"] = [b for b in balance_over if b in attributes]
         info[name]["shown_in_reconstruction"] = result is not None
         if threshold is not None:
@@ -251,6 +274,7 @@ def shown_direction(
     shown: dict[str, torch.Tensor],
     confident: float,
     orthogonal_to: torch.Tensor | None = None,
+    within: torch.Tensor | None = None,
 ) -> tuple[tuple[torch.Tensor, dict] | None, float | None]:
     """`attribute_direction` over the faces whose reconstructions agree with their labels.
 
@@ -267,7 +291,7 @@ def shown_direction(
         seen, unseen = shown[name] > threshold, shown[name] < 1 - threshold
         with contextlib.suppress(ValueError):
             result = attribute_direction(
-                codes, positive & seen & drawn, negative & unseen & drawn, strata, orthogonal_to
+                codes, positive & seen & drawn, negative & unseen & drawn, strata, orthogonal_to, within
             )
             if result[1]["positives"] >= MIN_SHOWN:
                 return result, threshold
@@ -297,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     from vae_demo.data import load_split
     from vae_demo.evaluate import model_pass, reconstruction_calls
     from vae_demo.hub import load_model
+    from vae_demo.images import EYE_BAND
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder to update")
@@ -325,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         codes = model_pass(model, data.images).mu
         classifier = load_local(args.classifier, "directions from the labels alone", model.device)
         shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
-        stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown)
+        stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown, model.cells_over(EYE_BAND))
         stats.showcase = model.latent_stats.showcase if model.latent_stats is not None else None
     stats.save(Path(args.model) / LATENT_STATS_FILE)
     update_latent_stats_section(Path(args.model), stats.info, stats.showcase)

@@ -106,6 +106,13 @@ class HubVAE(
         """Deterministic reconstruction from the posterior mean."""
         return self.decode(self.encode(x)[0])
 
+    def cells_over(self, band: tuple[float, float]) -> torch.Tensor | None:
+        """Which code entries (latent_dim,) describe the rows `band` (fractions of the height).
+
+        None for codes that are not laid out on the image's grid: every entry may touch every row.
+        """
+        return None
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -296,6 +303,15 @@ class ConvVAE(HubVAE):
             features = features.flatten(1)
         mu, logvar = self.to_posterior(features).chunk(2, dim=1)
         return mu.flatten(1), logvar.flatten(1)
+
+    def cells_over(self, band: tuple[float, float]) -> torch.Tensor | None:
+        """Code entries in the grid rows that overlap `band`, e.g. rows 2 to 4 of 8 for the eyes."""
+        if not self.spatial_latent:
+            return None
+        depth, rows, columns = self.latent_shape
+        top, bottom = torch.arange(rows) / rows, (torch.arange(rows) + 1) / rows
+        overlaps = (bottom > band[0]) & (top < band[1])
+        return overlaps.view(1, rows, 1).expand(depth, rows, columns).flatten()
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid decoder output, shape (B, C, H, W)."""
