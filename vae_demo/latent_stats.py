@@ -200,8 +200,9 @@ MIN_SHOWN = 20
 # leaves glasses on 82% of 40 val faces instead of 73%, and lightens as many.
 ORTHOGONAL_TO = {"Eyeglasses": "Male", "frame_light": "Eyeglasses"}
 # Directions kept to the code cells over the eyes, where a spatial code has them. A frame's
-# colour is a change there only; the whole-face direction also brightens skin and hair, which
-# limits how far the showcase can go before the face degrades.
+# colour is a change there only; the whole-face direction also brightened skin and hair. Kept
+# to the eyes, the showcase (val, glasses 1.5, spread 2.5) changes the pixels outside the eye
+# band by 0.025 on average from start to end instead of 0.126, for the same change across it.
 OVER_THE_EYES = ("frame_light",)
 
 
