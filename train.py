@@ -37,7 +37,7 @@ from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
 from vae_demo.classifier import load_local
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
-from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, summarize
+from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, ssim, summarize
 from vae_demo.hub import PublishError, publish
 from vae_demo.images import EYE_BAND, uint8_to_float
 from vae_demo.latent_stats import LatentStats
@@ -64,6 +64,7 @@ class TrainConfig:
     # objective
     beta: float = 1.0  # KL weight after warm-up (1.0 is the true ELBO)
     kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0
+    ssim_weight: float = 0.0  # an extra (1 - SSIM) term, nats per pixel value, not part of the ELBO (0: none)
     # optimisation
     epochs: int = 30  # passes over the training split
     time_budget_min: float = 0.0  # stop after this many minutes of training (0: none), summed over resumes
@@ -369,7 +370,7 @@ def train(cfg: TrainConfig) -> Path | None:
                 group["lr"] = lr
             beta = kl_warmup(state["step"], cfg.kl_warmup_steps, cfg.beta)
             try:
-                terms = train_step(train_model, raw_model, optimizer, x, beta, cfg.grad_clip)
+                terms = train_step(train_model, raw_model, optimizer, x, beta, cfg.grad_clip, cfg.ssim_weight)
             except NonFiniteLossError as error:
                 raise NonFiniteLossError(
                     f"{error} at epoch {epoch + 1}, step {state['step']}; stopped. "
@@ -418,13 +419,15 @@ def train_step(
     x: torch.Tensor,
     beta: float,
     grad_clip: float,
+    ssim_weight: float = 0.0,
 ) -> ElboTerms:
     """One optimisation step on a batch x in [0, 1]: forward, negative ELBO, backward, clip, update.
 
     `model` is what runs the forward pass (the model itself, its DDP wrapper or its compiled
     form); `raw_model` is the model, whose likelihood settings the objective reads. On CUDA
     the forward pass runs in bfloat16 autocast and the objective in float32. A non-finite loss
-    raises NonFiniteLossError before anything is updated.
+    raises NonFiniteLossError before anything is updated. With `ssim_weight`, the loss also
+    counts ssim_weight * (1 - SSIM) nats per pixel value; the returned terms stay the ELBO's.
     """
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
         recon, mu, logvar = model(x)
@@ -438,10 +441,15 @@ def train_step(
         beta=beta,
         precision=getattr(raw_model, "pixel_precision", None),
     )
-    if not torch.isfinite(terms.loss):
-        raise NonFiniteLossError(f"the loss became {terms.loss.item()}")
+    loss = terms.loss
+    if ssim_weight:
+        # Squared error forgives a thin frame drawn a pixel off or smeared; SSIM compares local
+        # structure. In nats per pixel value, so its weight does not depend on the image size.
+        loss = loss + ssim_weight * x[0].numel() * (1 - ssim(recon.float(), x)).mean()
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"the loss became {loss.item()}")
     optimizer.zero_grad(set_to_none=True)
-    terms.loss.backward()
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     if raw_model.likelihood == "gaussian_optimal":

@@ -3,6 +3,7 @@
 Each test runs train.py in a subprocess, as a user would, with a tiny model at 32 px.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -372,3 +373,30 @@ def test_evaluate_reports_a_wrong_model_folder(tmp_path, lfw_root):
         timeout=300,
     )
     assert result.returncode == 2 and "config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_ssim_term_sharpens_thin_lines_and_the_reported_terms_stay_the_elbo():
+    from train import train_step
+    from vae_demo.evaluate import ssim
+    from vae_demo.model import ConvVAE
+
+    torch.manual_seed(0)
+    base = ConvVAE(image_size=32, channels=(8, 16, 32), latent_dim=32, res_blocks=1, spatial_latent=True)
+    x = torch.zeros(8, 3, 32, 32)
+    x[..., ::4] = 1.0  # one-pixel lines, like thin frames
+    x = x * torch.rand(8, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    reconstructions, first_terms = {}, {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(1)
+        model = copy.deepcopy(base)
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+        first_terms[weight] = train_step(model, model, optimizer, x, 1.0, 100.0, weight)
+        for _ in range(99):
+            train_step(model, model, optimizer, x, 1.0, 100.0, weight)
+        reconstructions[weight] = ssim(model.reconstruct(x), x).mean()
+    # Measured after 100 steps: SSIM 0.978 with the term against 0.962 without (other seeds of
+    # model and data: 0.956 / 0.910, 0.986 / 0.977, 0.903 / 0.779; a weight of 20 can diverge).
+    assert reconstructions[5.0] > reconstructions[0.0] + 0.01
+    # Before any update both see the same forward pass: the term is added to the loss only.
+    assert first_terms[5.0].negative_elbo == first_terms[0.0].negative_elbo
+    assert first_terms[5.0].loss == first_terms[0.0].loss
