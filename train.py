@@ -7,6 +7,9 @@ Several GPUs:
 Continue a stopped run exactly where its last checkpoint left it (flags left off keep the
 run's values; flags given, such as more --epochs, are reported as changes):
     python train.py --out runs/default --resume
+Fine-tune a trained model (a folder or Hub repo id) on other photos, or train it longer; its
+config sets the model's shape, and the KL weight starts at full strength:
+    python train.py --init-from assets/model --data my_photos --out runs/mine --lr 5e-4
 Publish to the Hub at the end (token from HF_TOKEN):
     python train.py ... --push-to-hub me/face-vae
 
@@ -38,10 +41,10 @@ from vae_demo.card import write_model_card
 from vae_demo.classifier import load_local
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
 from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, ssim, summarize
-from vae_demo.hub import PublishError, publish
+from vae_demo.hub import PublishError, load_model, publish
 from vae_demo.images import EYE_BAND, uint8_to_float
 from vae_demo.latent_stats import LatentStats
-from vae_demo.model import ConvVAE, HubVAE
+from vae_demo.model import ConvVAE, HubVAE, WeightsError
 from vae_demo.objective import ElboTerms, kl_warmup, negative_elbo
 
 
@@ -63,7 +66,7 @@ class TrainConfig:
     eye_weight: float = 4.0  # how much more the band across the eyes counts in the likelihood (1: plain)
     # objective
     beta: float = 1.0  # KL weight after warm-up (1.0 is the true ELBO)
-    kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0
+    kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0 (with --init-from: 0 unless given)
     ssim_weight: float = 0.0  # an extra (1 - SSIM) term, nats per pixel value, not part of the ELBO (0: none)
     # optimisation
     epochs: int = 30  # passes over the training split
@@ -82,6 +85,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA; first steps are slow)
     checkpoint_every: int = 200  # steps between checkpoints
     resume: bool = False  # continue from out/checkpoint.pt; flags left off keep the run's values
+    init_from: str = ""  # start from a trained model (folder or Hub repo id); shape flags left off take its config
     push_to_hub: str = ""  # Hub repo id to publish the model to at the end
     save_fp16: bool = False  # store the final weights in float16 (half the size)
 
@@ -90,13 +94,19 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """Command-line flags from the TrainConfig fields; each help text shows the default.
 
     With --resume, a flag left off takes the value the checkpoint's run had, not the default:
-    `python train.py --out DIR --resume` goes on with the settings the run began with.
+    `python train.py --out DIR --resume` goes on with the settings the run began with. With
+    --init-from, the flags that shape the model take the starting model's values, and the
+    KL warm-up is skipped: a trained model's codes are already in use, and a KL weight of 0
+    would let them drift away from the prior.
     """
     args = vars(_parser().parse_args(argv))
+    given = vars(_parser(with_defaults=False).parse_args(argv))
     if args["resume"]:
-        given = vars(_parser(with_defaults=False).parse_args(argv))
         run = _checkpoint_config(Path(args["out"]) / "checkpoint.pt")
         args |= {k: v for k, v in run.items() if k in args and k not in given}  # settings removed since: dropped
+    if args["init_from"]:
+        start = _shape_flags(_read_model_config(args["init_from"])) | {"kl_warmup_steps": 0}
+        args |= {k: v for k, v in start.items() if k not in given}
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
 
 
@@ -115,6 +125,25 @@ def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, type=type(f.default), default=default, help=help_text)
     return parser
+
+
+# The model config's arguments that TrainConfig sets under the same name, and its architectures' --arch.
+SHAPE_FLAGS = ("image_size", "channels", "latent_dim", "spatial_latent", "res_blocks", "likelihood", "eye_weight")
+ARCH_FLAGS = {"ConvVAE": "conv", "SeedConvVAE": "seed", "SeedMLPVAE": "seed_mlp"}
+
+
+def _read_model_config(source: str) -> dict:
+    """config.json of a model folder or Hub repo (a clear exit where there is none)."""
+    try:
+        return load_model(source).config
+    except (WeightsError, OSError, ValueError) as error:
+        raise SystemExit(f"error: --init-from {source}: {error}") from None
+
+
+def _shape_flags(config: dict) -> dict:
+    """The training flags that rebuild the model a saved config describes."""
+    flags = {k: config[k] for k in SHAPE_FLAGS if k in config}
+    return flags | {"arch": ARCH_FLAGS.get(config.get("architecture", "ConvVAE"), "conv")}
 
 
 def _checkpoint_config(path: Path) -> dict:
@@ -242,6 +271,14 @@ def _differs(before, now) -> bool:
     )
 
 
+def _load_initial_weights(model: HubVAE, source: str) -> None:
+    """Copy a trained model's weights into `model`, which must have the same shape."""
+    try:
+        model.load_state_dict(load_model(source).float().state_dict())
+    except (WeightsError, OSError, RuntimeError) as error:
+        raise SystemExit(f"error: --init-from {source}: its weights do not fit this model ({error})") from None
+
+
 def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -311,6 +348,10 @@ def train(cfg: TrainConfig) -> Path | None:
             if changes:
                 state.setdefault("changes", []).append(f"at step {state['step']} with {', '.join(changes)}")
     else:
+        if cfg.init_from:
+            _load_initial_weights(model, cfg.init_from)
+            if rt.is_main:
+                print(f"starting from the weights of {cfg.init_from}")
         torch.manual_seed(cfg.seed * 1000 + rt.rank + 1)  # different noise per process
     hardware, here = state.setdefault("hardware", []), rt.describe()  # for the model card
     if here not in hardware:  # a resumed run may have moved

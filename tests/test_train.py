@@ -213,6 +213,31 @@ def test_resume_with_no_flags_but_out_goes_on_with_the_runs_settings(lfw_root, t
     assert "Resumed at step 6 with --epochs 1 → 2." in card
 
 
+def test_init_from_a_trained_model_starts_where_it_ended(trained_run, lfw_root, tmp_path):
+    """Fine-tuning: the model's shape comes from its config, its weights are the start, no KL warm-up."""
+    start = trained_run / "model"
+    args = ["--data", str(lfw_root), "--init-from", str(start), "--epochs", "1", "--batch-size", "16", "--threads", "1"]
+    result = run_train([*args, "--out", str(tmp_path / "on"), "--lr", "1e-5", "--lr-warmup-steps", "1"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"starting from the weights of {start}" in result.stdout
+    assert json.loads((tmp_path / "on" / "model" / "config.json").read_text()) == json.loads(
+        (start / "config.json").read_text()
+    )
+    # One epoch at a tiny learning rate starts no worse than the trained model ended (BatchNorm's
+    # running statistics still move), far above where a fresh model's first epoch gets.
+    ended = json.loads((start / "metrics.json").read_text())["val"]["psnr"]
+    first, fresh = metrics(tmp_path / "on")[0]["val_psnr"], metrics(trained_run)[0]["val_psnr"]
+    assert first > ended - 0.3 and first > fresh + 1, (first, ended, fresh)
+    card = (tmp_path / "on" / "model" / "README.md").read_text()
+    assert f"It started from the weights of `{start}`" in card and '"kl_warmup_steps": 0' in card
+    # A shape flag that contradicts the weights, and a folder that holds no model: messages.
+    result = run_train([*args, "--out", str(tmp_path / "bad"), "--latent-dim", "16"], timeout=600)
+    assert result.returncode != 0 and "its weights do not fit this model" in result.stderr
+    result = run_train([*args[:2], "--init-from", str(tmp_path / "none"), "--out", str(tmp_path / "none")], timeout=600)
+    assert result.returncode != 0 and "error: --init-from" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_two_process_ddp_on_the_cpu(lfw_root, tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [

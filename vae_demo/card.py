@@ -78,6 +78,8 @@ def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, stat
     stats = model.latent_stats
     stats_section = latent_stats_section(stats.info, stats.showcase) if stats is not None else latent_stats_section({})
     resumed = "".join(f"\nResumed {change}." for change in state.get("changes", []))
+    if cfg.get("init_from"):
+        resumed = f" It started from the weights of `{cfg['init_from']}`, whose training is not counted here.{resumed}"
     config = json.dumps(model.config, indent=2, sort_keys=True)
     settings = json.dumps({k: v for k, v in cfg.items() if k != "push_to_hub"}, indent=2)
     text = f"""---
