@@ -101,10 +101,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """
     args = vars(_parser().parse_args(argv))
     given = vars(_parser(with_defaults=False).parse_args(argv))
-    if args["resume"]:
-        run = _checkpoint_config(Path(args["out"]) / "checkpoint.pt")
-        args |= {k: v for k, v in run.items() if k in args and k not in given}  # settings removed since: dropped
-    if args["init_from"]:
+    run = _checkpoint_config(Path(args["out"]) / "checkpoint.pt") if args["resume"] else {}
+    args |= {k: v for k, v in run.items() if k in args and k not in given}  # settings removed since: dropped
+    if args["init_from"] and not run:  # a checkpoint holds the weights already, and their shape
         start = _shape_flags(_read_model_config(args["init_from"])) | {"kl_warmup_steps": 0}
         args |= {k: v for k, v in start.items() if k not in given}
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
@@ -133,7 +132,7 @@ ARCH_FLAGS = {"ConvVAE": "conv", "SeedConvVAE": "seed", "SeedMLPVAE": "seed_mlp"
 
 
 def _read_model_config(source: str) -> dict:
-    """config.json of a model folder or Hub repo (a clear exit where there is none)."""
+    """The config of a model folder or Hub repo, as loading it finds it (a clear exit where it cannot)."""
     try:
         return load_model(source).config
     except (WeightsError, OSError, ValueError) as error:

@@ -215,7 +215,7 @@ def test_resume_with_no_flags_but_out_goes_on_with_the_runs_settings(lfw_root, t
 
 def test_init_from_a_trained_model_starts_where_it_ended(trained_run, lfw_root, tmp_path):
     """Fine-tuning: the model's shape comes from its config, its weights are the start, no KL warm-up."""
-    start = trained_run / "model"
+    start = shutil.copytree(trained_run / "model", tmp_path / "start")
     args = ["--data", str(lfw_root), "--init-from", str(start), "--epochs", "1", "--batch-size", "16", "--threads", "1"]
     result = run_train([*args, "--out", str(tmp_path / "on"), "--lr", "1e-5", "--lr-warmup-steps", "1"], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -230,7 +230,13 @@ def test_init_from_a_trained_model_starts_where_it_ended(trained_run, lfw_root, 
     assert first > ended - 0.3 and first > fresh + 1, (first, ended, fresh)
     card = (tmp_path / "on" / "model" / "README.md").read_text()
     assert f"It started from the weights of `{start}`" in card and '"kl_warmup_steps": 0' in card
+    # Its checkpoint holds all a resume needs, even once the starting model is gone.
+    shutil.rmtree(start)
+    result = run_train(["--out", str(tmp_path / "on"), "--resume", "--epochs", "2"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["epoch"] for r in metrics(tmp_path / "on")] == [1, 2]
     # A shape flag that contradicts the weights, and a folder that holds no model: messages.
+    shutil.copytree(trained_run / "model", start)
     result = run_train([*args, "--out", str(tmp_path / "bad"), "--latent-dim", "16"], timeout=600)
     assert result.returncode != 0 and "its weights do not fit this model" in result.stderr
     result = run_train([*args[:2], "--init-from", str(tmp_path / "none"), "--out", str(tmp_path / "none")], timeout=600)
