@@ -40,10 +40,9 @@ from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
 from vae_demo.classifier import load_local
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
-from vae_demo.evaluate import evaluate, model_pass, reconstruction_calls, ssim, summarize
+from vae_demo.evaluate import evaluate, fit_latent_stats, model_pass, ssim, summarize
 from vae_demo.hub import PublishError, load_model, publish
-from vae_demo.images import EYE_BAND, uint8_to_float
-from vae_demo.latent_stats import LatentStats
+from vae_demo.images import uint8_to_float
 from vae_demo.model import ConvVAE, HubVAE, WeightsError
 from vae_demo.objective import ElboTerms, kl_warmup, negative_elbo
 
@@ -572,21 +571,13 @@ def _end_of_epoch(
     return record
 
 
-def shown(model: HubVAE, codes: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
-    """The attribute classifier's calls on the reconstructions from `codes` (None without a classifier)."""
-    classifier = load_local(cfg.classifier, "attribute directions from the labels alone", model.device)
-    return None if classifier is None else reconstruction_calls(model, classifier, codes)
-
-
 def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, val_data: FaceData, out: Path) -> Path:
     """Best weights -> latent statistics and directions -> model folder with card -> Hub."""
     if state["best"] is not None:
         model.load_state_dict(state["best"]["model"])
     model.eval()
-    codes = model_pass(model, train_data.images).mu
-    model.latent_stats = LatentStats.fit(
-        codes, train_data.attributes, train_data.frame_light, shown(model, codes, cfg), model.cells_over(EYE_BAND)
-    )
+    classifier = load_local(cfg.classifier, "attribute directions from the labels alone", model.device)
+    model.latent_stats = fit_latent_stats(model, train_data, classifier)
 
     metrics = {"val": evaluate(model, val_data.images)}
     try:

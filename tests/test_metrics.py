@@ -191,3 +191,29 @@ def test_directions_are_computed_after_those_they_are_made_orthogonal_to():
     order = list(BALANCE)
     for name, other in ORTHOGONAL_TO.items():
         assert order.index(other) < order.index(name), f"{name} needs {other} first"
+
+
+def test_directions_are_scaled_so_that_strength_one_draws_the_groups_whole_difference():
+    # Coordinate 0 carries glasses, but the decoder draws them only from codes above 1: half the
+    # wearers sit at 4 (drawn at 3), half at 0 (not drawn), so their pictures average 1.5, while
+    # the mean code, 2, draws only 1. A non-wearer (at 0) moved by k times the difference of
+    # mean codes draws 2k - 1: strength 1 must be 1.25 of that difference. A linear decoder
+    # draws the whole difference already.
+    generator = torch.Generator().manual_seed(0)
+    wearer = torch.tensor([1.0] * 40 + [0.0] * 40)
+    codes = torch.stack([torch.tensor([4.0, 0.0] * 20 + [0.0] * 40), torch.randn(80, generator=generator)], 1)
+
+    def draws_strong_codes(z):
+        return torch.relu(z[:, :1] - 1).view(-1, 1, 1, 1)
+
+    def linear(z):
+        return (z @ torch.tensor([1.0, 0.5])).view(-1, 1, 1, 1)
+
+    plain, _ = compute_directions(codes, {"Eyeglasses": wearer})
+    scaled, info = compute_directions(codes, {"Eyeglasses": wearer}, decode=draws_strong_codes)
+    assert info["Eyeglasses"]["decoded_unit"] == pytest.approx(1.25, abs=0.002)
+    assert torch.allclose(scaled["Eyeglasses"], info["Eyeglasses"]["decoded_unit"] * plain["Eyeglasses"])
+    edited = draws_strong_codes(codes[40:] + scaled["Eyeglasses"])
+    assert edited.mean().item() == pytest.approx(draws_strong_codes(codes[:40]).mean().item(), abs=0.01)
+    _, info = compute_directions(codes, {"Eyeglasses": wearer}, decode=linear)
+    assert info["Eyeglasses"]["decoded_unit"] == pytest.approx(1.0, abs=0.002)

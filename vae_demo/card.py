@@ -40,6 +40,9 @@ def latent_stats_section(info: dict[str, dict], showcase: dict[str, float] | Non
             line += f"; kept to the {how['over_the_eyes']} code entries over the eyes"
         if how.get("orthogonal_to"):
             line += f"; made orthogonal to {how['orthogonal_to']}"
+        if how.get("decoded_unit"):
+            line += f"; scaled by {how['decoded_unit']:g}, so that strength 1 draws the groups' whole difference"
+            line += " in pictures"
         lines.append(line)
     return f"""## Latent statistics
 `latent_stats.safetensors`: mean and covariance of the training codes (the "fitted" sampler)

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from vae_demo.classifier import AttributeClassifier, load_local
 from vae_demo.data import DataError, FaceData, load_split
-from vae_demo.images import eye_band, uint8_to_float
+from vae_demo.images import EYE_BAND, eye_band, uint8_to_float
+from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import edit, interpolate
 from vae_demo.model import HubVAE, WeightsError
 from vae_demo.objective import (
@@ -245,6 +246,24 @@ def reconstruction_calls(
     """What the classifier sees in the pictures decoded from codes (N, D): attribute -> probability (N,)."""
     _, probabilities = decode_and_classify(model, classifier, z, batch_size)
     return dict(zip(classifier.attributes, probabilities.unbind(1), strict=True))
+
+
+def fit_latent_stats(model: HubVAE, data: FaceData, classifier: AttributeClassifier | None) -> LatentStats:
+    """The model's latent statistics on a labelled data set: sampler, directions and their decoded units.
+
+    Without a classifier the directions' groups come from the labels alone (see `compute_directions`).
+    """
+    codes = model_pass(model, data.images).mu
+    shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
+    return LatentStats.fit(
+        codes,
+        data.attributes,
+        data.frame_light,
+        shown,
+        eye_cells=model.cells_over(EYE_BAND),
+        decode=lambda z: model.decode(z.to(model.device)),
+        eye_rows=eye_band(model.image_size),
+    )
 
 
 def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,11 @@ wearers whose reconstructions show glasses of their labelled colour, and where t
 grid it keeps only the cells over the eyes: the two groups' whole-face difference also
 lightens skin and hair, which a change of frames should leave alone.
 
+The unit of every direction is set by the decoder: strength 1 draws, on average, the whole
+difference between the two groups' reconstructions. The difference of mean codes alone would
+draw less, and less the sharper the decoder (the mean of codes decodes fainter than the mean
+of pictures), so that a better model would edit more weakly at the same slider setting.
+
 Usage:
     >>> import torch
     >>> codes = torch.randn(100, 8)
@@ -25,10 +30,10 @@ Usage:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +42,16 @@ from safetensors.torch import load_file, save_file
 
 LATENT_STATS_FILE = "latent_stats.safetensors"
 SAMPLERS = ("fitted", "prior")
+Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (B, D) -> pictures (B, C, H, W) in [0, 1]
 
 
 @dataclass
 class LatentStats:
-    """Mean and covariance of training codes, and named unit-free attribute directions.
+    """Mean and covariance of training codes, and named attribute directions.
 
-    A direction is kept at its natural length (the difference of group means), so an edit
-    with strength 1 moves a face by about as much as separates the two groups.
+    A direction is the difference of its groups' mean codes, scaled (where the decoder was at
+    hand) so that an edit with strength 1 draws as much of a change as separates the groups'
+    pictures (`decoded_unit`).
     """
 
     mean: torch.Tensor  # (D,)
@@ -63,15 +70,17 @@ class LatentStats:
         frame_light: torch.Tensor | None = None,
         shown: dict[str, torch.Tensor] | None = None,
         eye_cells: torch.Tensor | None = None,
+        decode: Decoder | None = None,
+        eye_rows: slice | None = None,
     ) -> LatentStats:
         """Mean and covariance of codes (N, D), and attribute directions where labels are given.
 
-        `shown` and `eye_cells` are passed on to `compute_directions`.
+        `shown`, `eye_cells`, `decode` and `eye_rows` are passed on to `compute_directions`.
         """
         stats = cls(mean=codes.double().mean(0).float(), cov=torch.cov(codes.double().T).float())
         if attributes:
             stats.directions, stats.info = compute_directions(
-                codes, attributes, frame_light, shown, eye_cells=eye_cells
+                codes, attributes, frame_light, shown, eye_cells=eye_cells, decode=decode, eye_rows=eye_rows
             )
         return stats
 
@@ -114,32 +123,22 @@ class LatentStats:
         return cls(mean=tensors["mean"], cov=tensors["cov"], directions=directions, info=info, showcase=showcase)
 
 
-def attribute_direction(
-    codes: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor,
-    strata: torch.Tensor | None = None,
-    orthogonal_to: torch.Tensor | None = None,
-    within: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """Mean code of positives minus mean code of negatives, balanced within strata.
+def balanced_groups(
+    positive: torch.Tensor, negative: torch.Tensor, strata: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of positives and negatives with the same mix of confounders.
 
     Args:
-        codes: Posterior means, (N, D).
         positive, negative: Boolean masks (N,) of confident positives and negatives.
         strata: Integer stratum of each row (N,), e.g. 2 * male + young. Within each stratum
             the larger side is cut (deterministically, first rows first) to the size of the
-            smaller, so both sides have the same mix of confounders.
-        orthogonal_to: A direction (D,) whose component is then removed ("removed_length").
-        within: Boolean mask (D,) of the code entries the direction may touch (both it and
-            `orthogonal_to` are cut to them first); None: all.
+            smaller. None: one stratum.
 
     Returns:
-        The direction (D,) and {"positives", "negatives", "strata", "negative_level",
-        "positive_level"}: counts, and each side's mean coordinate along the unit direction.
+        Indices (P,) and (P,) of the rows kept on each side; empty where no stratum has both.
     """
     if strata is None:
-        strata = torch.zeros(len(codes), dtype=torch.long)
+        strata = torch.zeros(len(positive), dtype=torch.long)
     keep_pos, keep_neg = [], []
     for s in strata.unique().tolist():
         pos = torch.nonzero(positive & (strata == s)).flatten()
@@ -147,11 +146,35 @@ def attribute_direction(
         k = min(len(pos), len(neg))
         keep_pos.append(pos[:k])
         keep_neg.append(neg[:k])
-    pos, neg = torch.cat(keep_pos), torch.cat(keep_neg)
-    if len(pos) == 0:
-        raise ValueError("no stratum has both positives and negatives")
-    direction = codes[pos].mean(0) - codes[neg].mean(0)
-    info = {"positives": len(pos), "negatives": len(neg), "strata": int(strata.unique().numel())}
+    return torch.cat(keep_pos), torch.cat(keep_neg)
+
+
+def attribute_direction(
+    codes: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    orthogonal_to: torch.Tensor | None = None,
+    within: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Mean code of positives minus mean code of negatives.
+
+    Args:
+        codes: Posterior means, (N, D).
+        positives, negatives: The rows of each group, as indices (`balanced_groups`) or
+            boolean masks (N,).
+        orthogonal_to: A direction (D,) whose component is then removed ("removed_length").
+        within: Boolean mask (D,) of the code entries the direction may touch (both it and
+            `orthogonal_to` are cut to them first); None: all.
+
+    Returns:
+        The direction (D,) and {"positives", "negatives", "negative_level", "positive_level"}:
+        counts, and each side's mean coordinate along the unit direction.
+    """
+    pos, neg = codes[positives], codes[negatives]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("no positives or no negatives to compare")
+    direction = pos.mean(0) - neg.mean(0)
+    info = {"positives": len(pos), "negatives": len(neg)}
     if within is not None:
         direction = direction * within
         orthogonal_to = None if orthogonal_to is None else orthogonal_to * within
@@ -159,8 +182,8 @@ def attribute_direction(
         direction, info["removed_length"] = orthogonal_part(direction, orthogonal_to)
     unit = direction / direction.norm().clamp_min(1e-12)
     # mean coordinates of each side along the unit direction: where "dark" and "light" lie
-    info["negative_level"] = float((codes[neg] @ unit).mean())
-    info["positive_level"] = float((codes[pos] @ unit).mean())
+    info["negative_level"] = float((neg @ unit).mean())
+    info["positive_level"] = float((pos @ unit).mean())
     return direction, info
 
 
@@ -213,6 +236,8 @@ def compute_directions(
     shown: dict[str, torch.Tensor] | None = None,
     confident: float = 0.9,
     eye_cells: torch.Tensor | None = None,
+    decode: Decoder | None = None,
+    eye_rows: slice | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Attribute directions from predicted probabilities (and hand labels of frame colour).
 
@@ -228,6 +253,11 @@ def compute_directions(
         confident: Positives have p > confident, negatives p < 1 - confident.
         eye_cells: Boolean mask (D,) of the code entries over the eyes (`ConvVAE.cells_over`),
             to which the directions in OVER_THE_EYES are cut; None: no cut.
+        decode: The model's decoder, codes (B, D) -> pictures (B, C, H, W). Given, each
+            direction is scaled to its `decoded_unit`; None: directions keep the length of
+            the difference of mean codes.
+        eye_rows: The picture rows over the eyes, where the decoded unit of the directions in
+            OVER_THE_EYES is measured; None: all rows.
 
     Returns:
         name -> direction, name -> counts and how it was computed.
@@ -242,42 +272,43 @@ def compute_directions(
             continue
         p = labels[name]
         positive, negative = p > confident, p < 1 - confident
-        strata = confounder_strata(attributes, [b for b in balance_over if b in attributes])
+        balanced_over = [b for b in balance_over if b in attributes]
+        strata = confounder_strata(attributes, balanced_over)
+        groups, threshold = None, None
+        if name in SHOWN_IN_RECONSTRUCTION and name in shown:
+            groups, threshold = shown_groups(positive, negative, strata, name, shown, confident)
+        pos, neg = groups or balanced_groups(positive, negative, strata)
+        if len(pos) == 0:
+            continue
         other = ORTHOGONAL_TO.get(name)
         away = directions.get(other)
-        within = eye_cells if name in OVER_THE_EYES else None
-        result, threshold = None, None
-        if name in SHOWN_IN_RECONSTRUCTION and name in shown:
-            result, threshold = shown_direction(codes, positive, negative, strata, name, shown, confident, away, within)
-        try:
-            directions[name], info[name] = result or attribute_direction(
-                codes, positive, negative, strata, away, within
-            )
-        except ValueError:
-            continue
-        if within is not None:
-            info[name]["over_the_eyes"] = int(within.sum())
-        info[name]["balanced_over"] = [b for b in balance_over if b in attributes]
-        info[name]["shown_in_reconstruction"] = result is not None
+        over_the_eyes = name in OVER_THE_EYES and eye_cells is not None
+        directions[name], info[name] = attribute_direction(codes, pos, neg, away, eye_cells if over_the_eyes else None)
+        info[name] |= {"strata": int(strata.unique().numel()), "balanced_over": balanced_over}
+        if over_the_eyes:
+            info[name]["over_the_eyes"] = int(eye_cells.sum())
+        info[name]["shown_in_reconstruction"] = groups is not None
         if threshold is not None:
             info[name] |= {"shown_threshold": threshold, "shown_with": list(SHOWN_IN_RECONSTRUCTION[name])}
         if away is not None:
             info[name]["orthogonal_to"] = other
+        if decode is not None:
+            rows = eye_rows if name in OVER_THE_EYES and eye_rows is not None else slice(None)
+            unit = decoded_unit(decode, codes, directions[name], pos, neg, rows)
+            directions[name] = directions[name] * unit
+            info[name]["decoded_unit"] = unit
     return directions, dict(info)
 
 
-def shown_direction(
-    codes: torch.Tensor,
+def shown_groups(
     positive: torch.Tensor,
     negative: torch.Tensor,
     strata: torch.Tensor,
     name: str,
     shown: dict[str, torch.Tensor],
     confident: float,
-    orthogonal_to: torch.Tensor | None = None,
-    within: torch.Tensor | None = None,
-) -> tuple[tuple[torch.Tensor, dict] | None, float | None]:
-    """`attribute_direction` over the faces whose reconstructions agree with their labels.
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, float | None]:
+    """`balanced_groups` of the faces whose reconstructions agree with their labels, and the threshold used.
 
     Tries the classifier's confident calls first, then its plain calls; returns (None, None)
     when neither gives MIN_SHOWN positives (or `shown` lacks an attribute it needs).
@@ -285,18 +316,71 @@ def shown_direction(
     needs = SHOWN_IN_RECONSTRUCTION[name]
     if any(other not in shown for other in needs):
         return None, None
-    drawn = torch.ones(len(codes), dtype=torch.bool)
+    drawn = torch.ones(len(positive), dtype=torch.bool)
     for other in needs:
         drawn &= shown[other] > 0.5
     for threshold in (confident, 0.5):
         seen, unseen = shown[name] > threshold, shown[name] < 1 - threshold
-        with contextlib.suppress(ValueError):
-            result = attribute_direction(
-                codes, positive & seen & drawn, negative & unseen & drawn, strata, orthogonal_to, within
-            )
-            if result[1]["positives"] >= MIN_SHOWN:
-                return result, threshold
+        pos, neg = balanced_groups(positive & seen & drawn, negative & unseen & drawn, strata)
+        if len(pos) >= MIN_SHOWN:
+            return (pos, neg), threshold
     return None, None
+
+
+@torch.no_grad()
+def decoded_unit(
+    decode: Decoder,
+    codes: torch.Tensor,
+    direction: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    rows: slice = slice(None),
+    probes: int = 128,
+    bounds: tuple[float, float] = (0.25, 4.0),
+    batch_size: int = 256,
+) -> float:
+    """The strength at which `direction` draws, on average, the whole gap between its groups' pictures.
+
+    The gap is the mean reconstruction of the positives minus that of the negatives (within
+    `rows`). A linear decoder would draw all of it at strength 1, since the direction is the
+    difference of the groups' mean codes. A real decoder draws less: the mean of codes decodes
+    to a fainter picture than the mean of the pictures, and more so for a sharper decoder, so
+    that strength 1 would mean a weaker edit for a better model. Measured on (up to) `probes`
+    negatives: the mean of <decode(z + k d) - decode(z), gap> / <gap, gap> grows with k, and
+    bisection finds where it reaches 1, within `bounds`.
+
+    Usage (a decoder that draws only strong codes: half the positives at 4 draw 1.5 on average,
+    while the negatives moved by k draw 2k - 1):
+        >>> codes = torch.tensor([[0.0], [0.0], [0.0], [4.0]])
+        >>> draws_strong_codes = lambda z: torch.relu(z - 1).view(-1, 1, 1, 1)
+        >>> decoded_unit(draws_strong_codes, codes, torch.tensor([2.0]), torch.tensor([2, 3]), torch.tensor([0, 1]))
+        1.25
+    """
+
+    def pictures(z: torch.Tensor) -> torch.Tensor:
+        return decode(z).float()[..., rows, :].cpu()
+
+    def mean_picture(group: torch.Tensor) -> torch.Tensor:
+        total = sum(pictures(codes[group[i : i + batch_size]]).sum(0) for i in range(0, len(group), batch_size))
+        return total / len(group)
+
+    gap = mean_picture(positives) - mean_picture(negatives)
+    probe = codes[negatives[torch.linspace(0, len(negatives) - 1, min(probes, len(negatives))).long()]]
+    before = pictures(probe)
+
+    def drawn(k: float) -> float:
+        change = pictures(probe + k * direction) - before
+        return float((change * gap).sum() / len(probe) / gap.pow(2).sum().clamp_min(1e-12))
+
+    low, high = bounds
+    if drawn(high) <= 1:
+        return high
+    if drawn(low) >= 1:
+        return low
+    for _ in range(12):  # (4 - 0.25) / 2**12: within 0.001
+        middle = (low + high) / 2
+        low, high = (middle, high) if drawn(middle) < 1 else (low, middle)
+    return round((low + high) / 2, 3)
 
 
 def orthogonal_part(direction: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -320,9 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     from vae_demo.card import update_latent_stats_section
     from vae_demo.classifier import load_local
     from vae_demo.data import load_split
-    from vae_demo.evaluate import model_pass, reconstruction_calls
+    from vae_demo.evaluate import fit_latent_stats
     from vae_demo.hub import load_model
-    from vae_demo.images import EYE_BAND
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder to update")
@@ -348,10 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         stats.showcase = {"glasses": args.showcase[0], "spread": args.showcase[1]}
     else:
         data = load_split(args.data, args.split, model.image_size)
-        codes = model_pass(model, data.images).mu
         classifier = load_local(args.classifier, "directions from the labels alone", model.device)
-        shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
-        stats = LatentStats.fit(codes, data.attributes, data.frame_light, shown, model.cells_over(EYE_BAND))
+        stats = fit_latent_stats(model, data, classifier)
         stats.showcase = model.latent_stats.showcase if model.latent_stats is not None else None
     stats.save(Path(args.model) / LATENT_STATS_FILE)
     update_latent_stats_section(Path(args.model), stats.info, stats.showcase)

@@ -36,17 +36,19 @@ GIF_FRAMES = 32
 # Slider ranges for attribute edits, in multiples of the direction's natural length (the
 # distance between the two groups' mean codes).
 EDIT_RANGE = (-3.0, 3.0)  # glasses show on most faces from 1 to 1.5 (README, "Results")
-# An edit of strength 1 moves a face by the whole gap between the two groups' mean codes:
-# the strength the evaluation measures edits at, and the sliders' unit.
+# An edit of strength 1 draws the whole difference between the two groups' pictures (a
+# little more than the gap between their mean codes: `decoded_unit` in latent_stats.py): the
+# strength the evaluation measures edits at, and the sliders' unit.
 DEFAULT_EDIT_STRENGTH = 1.0
 # The showcase's direction mode: glasses added at this strength before recolouring, and the
 # dark and light levels spread apart this much, for a model whose latent statistics hold no
 # settings of their own (`python -m vae_demo.latent_stats --showcase`). Chosen on the val split with
 # benchmarks/edit_strengths.py (README, "Results"), with the frame-colour direction kept to the
-# cells over the eyes: at 1.5 and 3 the classifier sees glasses on 99% of the path's frames, a
-# dark start on 95% and a light end on 93%; at spread 2.5 on 99%, 92% and 92%; at 4 on 98%,
-# 98% and 96%, but the darkest frames smudge around the eyes.
-SHOWCASE_GLASSES = 1.5
+# cells over the eyes: at glasses 1.5 gaps between mean codes and spread 3 the classifier sees
+# glasses on 99% of the path's frames, a dark start on 95% and a light end on 93%; at spread 2.5
+# on 99%, 92% and 92%; at 4 on 98%, 98% and 96%, but the darkest frames smudge around the eyes.
+# In decoded units (the glasses direction's is 1.23 gaps for the bundled model) that is 1.25.
+SHOWCASE_GLASSES = 1.25
 SHOWCASE_SPREAD = 3.0
 DIRECTION_LABELS = {
     "Eyeglasses": "Glasses",
