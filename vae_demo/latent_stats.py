@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Or only store the showcase's settings chosen for it (`benchmarks/edit_strengths.py --split val`):
 
-        python -m vae_demo.latent_stats --model runs/default/model --showcase 1.5 3
+        python -m vae_demo.latent_stats --model runs/default/model --showcase 1.25 3
     """
     import argparse
 
