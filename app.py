@@ -325,7 +325,10 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
             with gr.Row():
                 combined = face_view("Result", "combined-image")
                 means = gr.Gallery(label="Group means", columns=3, height=200)
-            gr.Markdown("### Attribute sliders\nMove one face along learned directions; 0 leaves it as it is.")
+            gr.Markdown(
+                "### Attribute sliders\nMove one face along learned directions: 0 leaves it as it is, 1 adds"
+                " as much as sets apart the faces with and without the attribute, as the model draws them."
+            )
             with gr.Row():
                 with gr.Column():
                     edit_example = gr.Dropdown(examples, value=no_glasses[0][1], label="Face")

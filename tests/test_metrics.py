@@ -217,3 +217,21 @@ def test_directions_are_scaled_so_that_strength_one_draws_the_groups_whole_diffe
     assert edited.mean().item() == pytest.approx(draws_strong_codes(codes[:40]).mean().item(), abs=0.01)
     _, info = compute_directions(codes, {"Eyeglasses": wearer}, decode=linear)
     assert info["Eyeglasses"]["decoded_unit"] == pytest.approx(1.0, abs=0.002)
+
+
+def test_the_frame_colour_unit_is_measured_over_the_eye_rows():
+    # Two-row pictures: row 0 is the eyes, where the frames' lightness (coordinate 0) is drawn
+    # only from strong codes, as above; row 1 is the skin (coordinate 1), drawn linearly, which
+    # the light-framed group also has lighter. Over the eye row the unit is 1.25; over the whole
+    # picture the linear skin row pulls it to 1.1875 ((1.5 (2k - 1) + k) / 3.25 = 1).
+    light = torch.tensor([1.0] * 40 + [0.0] * 40)
+    codes = torch.stack([torch.tensor([4.0, 0.0] * 20 + [0.0] * 40), light], 1)
+
+    def draws(z):
+        return torch.stack([torch.relu(z[:, 0] - 1), z[:, 1]], 1).view(-1, 1, 2, 1)
+
+    attributes = {"Eyeglasses": torch.ones(80)}
+    _, info = compute_directions(codes, attributes, frame_light=light, decode=draws, eye_rows=slice(0, 1))
+    assert info["frame_light"]["decoded_unit"] == pytest.approx(1.25, abs=0.002)
+    _, info = compute_directions(codes, attributes, frame_light=light, decode=draws)
+    assert info["frame_light"]["decoded_unit"] == pytest.approx(1.1875, abs=0.002)
