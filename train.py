@@ -40,6 +40,7 @@ from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
 from vae_demo.classifier import load_local
 from vae_demo.data import DataError, EpochSampler, FaceData, load_split
+from vae_demo.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from vae_demo.evaluate import evaluate, fit_latent_stats, model_pass, ssim, summarize
 from vae_demo.hub import PublishError, load_model, publish
 from vae_demo.images import uint8_to_float
@@ -67,6 +68,7 @@ class TrainConfig:
     beta: float = 1.0  # KL weight after warm-up (1.0 is the true ELBO)
     kl_warmup_steps: int = 1000  # steps over which beta ramps up from 0 (with --init-from: 0 unless given)
     ssim_weight: float = 0.0  # an extra (1 - SSIM) term, nats per pixel value, not part of the ELBO (0: none)
+    adv_weight: float = 0.0  # a patch discriminator's term on reconstructions, nats per pixel value, not ELBO (0: none)
     # optimisation
     epochs: int = 30  # passes over the training split
     time_budget_min: float = 0.0  # stop after this many minutes of training (0: none), summed over resumes
@@ -291,6 +293,17 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+@dataclass
+class Critic:
+    """The patch discriminator of the adversarial term (--adv-weight), and what trains it."""
+
+    model: torch.nn.Module  # what runs its own step: the discriminator or its DDP wrapper
+    raw: PatchDiscriminator  # the discriminator itself, which judges the decoder's reconstructions
+    optimizer: torch.optim.Optimizer
+    weight: float  # nats per pixel value
+    loss: torch.Tensor | None = None  # its hinge loss at the last step, for the log
+
+
 def train(cfg: TrainConfig) -> Path | None:
     """Run (or resume) training; returns the model folder on the main process."""
     rt = setup_runtime(cfg)
@@ -310,6 +323,11 @@ def train(cfg: TrainConfig) -> Path | None:
     # channels_last: faster convolutions on CUDA (tensor cores) and measurably on the CPU too
     model = build_model(cfg).to(rt.device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    discriminator = d_optimizer = None
+    if cfg.adv_weight:
+        discriminator = PatchDiscriminator().to(rt.device, memory_format=torch.channels_last)
+        # Adam with a short memory of momentum, as GANs are usually trained (Radford et al. 2016)
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     steps_per_epoch = len(train_data) // (cfg.batch_size * rt.world_size)
     total_steps = cfg.epochs * steps_per_epoch
     budget_s = cfg.time_budget_min * 60 or math.inf
@@ -330,6 +348,9 @@ def train(cfg: TrainConfig) -> Path | None:
             )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if discriminator is not None and "discriminator" in checkpoint:  # else: a term added on resume
+            discriminator.load_state_dict(checkpoint["discriminator"])
+            d_optimizer.load_state_dict(checkpoint["discriminator_optimizer"])
         state = checkpoint["state"]
         _set_rng_state(checkpoint["rng"][rt.rank], rt)
         if rt.is_main:
@@ -359,6 +380,12 @@ def train(cfg: TrainConfig) -> Path | None:
         model = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.cuda else None)
     train_model = torch.compile(model) if cfg.compile else model
     raw_model: HubVAE = model.module if rt.world_size > 1 else model
+    critic = None
+    if discriminator is not None:
+        runs = discriminator
+        if rt.world_size > 1:
+            runs = DistributedDataParallel(discriminator, device_ids=[rt.device.index] if rt.cuda else None)
+        critic = Critic(runs, discriminator, d_optimizer, cfg.adv_weight)
 
     def checkpoint_now() -> None:
         rng = [_rng_state(rt)]
@@ -375,7 +402,12 @@ def train(cfg: TrainConfig) -> Path | None:
                     "optimizer": optimizer.state_dict(),
                     "state": state,
                     "rng": rng,
-                },
+                }
+                | (
+                    {}
+                    if critic is None
+                    else {"discriminator": critic.raw.state_dict(), "discriminator_optimizer": d_optimizer.state_dict()}
+                ),
             )
 
     fixed_val = val_data.images[:16] if val_data is not None else None
@@ -405,11 +437,11 @@ def train(cfg: TrainConfig) -> Path | None:
             x = x.contiguous(memory_format=torch.channels_last)
             progress = max(state["step"] / total_steps, state["train_seconds"] / budget_s)
             lr = _learning_rate(cfg.lr, state["step"], cfg.lr_warmup_steps, progress)
-            for group in optimizer.param_groups:
+            for group in optimizer.param_groups + (d_optimizer.param_groups if critic else []):
                 group["lr"] = lr
             beta = kl_warmup(state["step"], cfg.kl_warmup_steps, cfg.beta)
             try:
-                terms = train_step(train_model, raw_model, optimizer, x, beta, cfg.grad_clip, cfg.ssim_weight)
+                terms = train_step(train_model, raw_model, optimizer, x, beta, cfg.grad_clip, cfg.ssim_weight, critic)
             except NonFiniteLossError as error:
                 raise NonFiniteLossError(
                     f"{error} at epoch {epoch + 1}, step {state['step']}; stopped. "
@@ -423,6 +455,7 @@ def train(cfg: TrainConfig) -> Path | None:
                     ("neg_elbo", terms.negative_elbo),
                     ("kl", terms.kl),
                     ("log_sigma", terms.log_sigma),
+                    *([("discriminator_loss", critic.loss)] if critic else []),
                 ):
                     state["sums"][name] = state["sums"].get(name, 0.0) + value.item()
                 state["sums"]["n"] = state["sums"].get("n", 0) + 1
@@ -459,6 +492,7 @@ def train_step(
     beta: float,
     grad_clip: float,
     ssim_weight: float = 0.0,
+    critic: Critic | None = None,
 ) -> ElboTerms:
     """One optimisation step on a batch x in [0, 1]: forward, negative ELBO, backward, clip, update.
 
@@ -467,6 +501,9 @@ def train_step(
     the forward pass runs in bfloat16 autocast and the objective in float32. A non-finite loss
     raises NonFiniteLossError before anything is updated. With `ssim_weight`, the loss also
     counts ssim_weight * (1 - SSIM) nats per pixel value; the returned terms stay the ELBO's.
+    With a `critic`, the loss also counts its weight times the discriminator's generator loss
+    (nats per pixel value), and then the discriminator takes its own step on x against the
+    reconstructions.
     """
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
         recon, mu, logvar = model(x)
@@ -485,6 +522,12 @@ def train_step(
         # Squared error forgives a thin frame drawn a pixel off or smeared; SSIM compares local
         # structure. In nats per pixel value, so its weight does not depend on the image size.
         loss = loss + ssim_weight * x[0].numel() * (1 - ssim(recon.float(), x)).mean()
+    if critic is not None:
+        # The discriminator itself, not its DDP wrapper: its gradients from this pass are local
+        # and thrown away below; only the decoder's are shared.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            fake_logits = critic.raw(recon)
+        loss = loss + critic.weight * x[0].numel() * generator_loss(fake_logits.float())
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"the loss became {loss.item()}")
     optimizer.zero_grad(set_to_none=True)
@@ -493,6 +536,14 @@ def train_step(
     optimizer.step()
     if raw_model.likelihood == "gaussian_optimal":
         raw_model.log_sigma.data.copy_(terms.log_sigma)  # remember the optimum, for sampling
+    if critic is not None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):  # one pass, as DDP wants
+            real_logits, fake_logits = critic.model(torch.cat([x, recon.detach()])).float().chunk(2)
+        critic.loss = discriminator_loss(real_logits, fake_logits)
+        critic.optimizer.zero_grad(set_to_none=True)
+        critic.loss.backward()
+        critic.optimizer.step()
+        critic.loss = critic.loss.detach()
     return terms
 
 
