@@ -78,6 +78,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 100.0  # max gradient norm (the loss is in nats per image, so gradients are large)
     seed: int = 0  # seeds weights, data order, flips and reparameterisation noise
+    # the weights kept: "best" (lowest validation -ELBO) or "last" (for terms outside the ELBO,
+    # which trade some of it away on purpose: the best -ELBO is then the start, not the aim)
+    keep: str = "best"
     # latent statistics
     classifier: str = "assets/classifier"  # picks the glasses wearers whose reconstructions show them ("": none)
     # machinery
@@ -306,6 +309,8 @@ class Critic:
 
 def train(cfg: TrainConfig) -> Path | None:
     """Run (or resume) training; returns the model folder on the main process."""
+    if cfg.keep not in ("best", "last"):
+        raise SystemExit(f"error: --keep must be 'best' or 'last', got {cfg.keep!r}")
     rt = setup_runtime(cfg)
     out = Path(cfg.out)
     checkpoint_path = out / "checkpoint.pt"
@@ -623,8 +628,8 @@ def _end_of_epoch(
 
 
 def finish(model: HubVAE, state: dict, cfg: TrainConfig, train_data: FaceData, val_data: FaceData, out: Path) -> Path:
-    """Best weights -> latent statistics and directions -> model folder with card -> Hub."""
-    if state["best"] is not None:
+    """Kept weights -> latent statistics and directions -> model folder with card -> Hub."""
+    if cfg.keep == "best" and state["best"] is not None:
         model.load_state_dict(state["best"]["model"])
     model.eval()
     classifier = load_local(cfg.classifier, "attribute directions from the labels alone", model.device)

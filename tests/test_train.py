@@ -472,3 +472,27 @@ def test_a_discriminator_learns_to_tell_photos_from_reconstructions_and_the_term
     assert sum(losses[-10:]) / 10 < 1.5, losses
     pairs = zip(decoders[0.05].parameters(), decoders[0.0].parameters(), strict=True)
     assert max((a - b).abs().max() for a, b in pairs) > 0, "the term should reach the decoder"
+
+
+def test_keep_last_publishes_the_final_weights_and_a_finished_run_can_switch(lfw_root, tmp_path):
+    args = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "3", "--device", "cpu", *COMMON]
+    last = run_train([*args, "--keep", "last", "--classifier", ""], timeout=600)
+    assert last.returncode == 0, last.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    published = load_file(tmp_path / "model" / "model.safetensors")
+    assert all(torch.equal(published[k], checkpoint["model"][k]) for k in published)
+    card = tmp_path / "model" / "README.md"
+    assert "The weights at the end of training (epoch 3), not selected" in card.read_text()
+
+    # A finished run resumed with the other choice trains no further and publishes the best epoch's.
+    best = run_train([*args, "--resume", "--keep", "best", "--classifier", ""], timeout=600)
+    assert best.returncode == 0, best.stderr[-3000:]
+    assert "--keep was last" in best.stdout
+    published = load_file(tmp_path / "model" / "model.safetensors")
+    chosen = checkpoint["state"]["best"]
+    assert all(torch.equal(published[k], chosen["model"][k]) for k in published)
+    assert f"Selected by the validation split (epoch {chosen['epoch']} of 3)" in card.read_text()
+    assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2, 3]
+
+    wrong = run_train([*args, "--keep", "first"], timeout=120)
+    assert wrong.returncode != 0 and "--keep must be 'best' or 'last'" in wrong.stderr

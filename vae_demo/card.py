@@ -71,13 +71,19 @@ def update_latent_stats_section(folder: Path, info: dict[str, dict], showcase: d
     card.write_text(text[:start] + latent_stats_section(info, showcase) + (text[end:] if end >= 0 else ""))
 
 
+def _selection(cfg: dict, state: dict) -> str:
+    if cfg.get("keep", "best") == "last":
+        return f"The weights at the end of training (epoch {state['epoch']}), not selected by the validation split"
+    best = state.get("best") or {}
+    return f"Selected by the validation split (epoch {best.get('epoch', '?')} of {state['epoch']})"
+
+
 def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, state: dict, n_train: int) -> None:
     """Write README.md (with Hub front matter) and metrics.json into a saved model folder."""
     splits = list(metrics)
     table = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for key, label, fmt in ROWS:
         table.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
-    best = state.get("best") or {}
     stats = model.latent_stats
     stats_section = latent_stats_section(stats.info, stats.showcase) if stats is not None else latent_stats_section({})
     resumed = "".join(f"\nResumed {change}." for change in state.get("changes", []))
@@ -110,8 +116,8 @@ faces = model.decode(mu)
 
 ## Data
 `{cfg["data"]}`: {n_train} training images, cropped to the training framing (eyes at {EYE_Y:.0%} of
-the height). Selected by the validation split (epoch {best.get("epoch", "?")} of
-{state["epoch"]}), reported on the test split, which played no part in training or selection.
+the height). {_selection(cfg, state)}, reported on the test split, which played no part in
+training or selection.
 Training took {state["train_seconds"] / 60:.1f} minutes on {", then ".join(state.get("hardware", [])) or "?"} for \
 {state["step"]} steps.{resumed}
 
