@@ -398,22 +398,18 @@ def train(cfg: TrainConfig) -> Path | None:
             rng = [None] * rt.world_size
             dist.all_gather_object(rng, _rng_state(rt))
         if rt.is_main:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "config": asdict(cfg),
-                    "model_config": model_config,
-                    "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "state": state,
-                    "rng": rng,
-                }
-                | (
-                    {}
-                    if critic is None
-                    else {"discriminator": critic.raw.state_dict(), "discriminator_optimizer": d_optimizer.state_dict()}
-                ),
-            )
+            contents = {
+                "config": asdict(cfg),
+                "model_config": model_config,
+                "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": state,
+                "rng": rng,
+            }
+            if critic is not None:
+                contents["discriminator"] = critic.raw.state_dict()
+                contents["discriminator_optimizer"] = critic.optimizer.state_dict()
+            save_checkpoint(checkpoint_path, contents)
 
     fixed_val = val_data.images[:16] if val_data is not None else None
     fixed_z = torch.randn(64, raw_model.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
@@ -442,7 +438,7 @@ def train(cfg: TrainConfig) -> Path | None:
             x = x.contiguous(memory_format=torch.channels_last)
             progress = max(state["step"] / total_steps, state["train_seconds"] / budget_s)
             lr = _learning_rate(cfg.lr, state["step"], cfg.lr_warmup_steps, progress)
-            for group in optimizer.param_groups + (d_optimizer.param_groups if critic else []):
+            for group in optimizer.param_groups + (critic.optimizer.param_groups if critic else []):
                 group["lr"] = lr
             beta = kl_warmup(state["step"], cfg.kl_warmup_steps, cfg.beta)
             try:
