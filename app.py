@@ -327,7 +327,12 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 means = gr.Gallery(label="Group means", columns=3, height=200)
             gr.Markdown(
                 "### Attribute sliders\nMove one face along learned directions: 0 leaves it as it is, 1 adds"
-                " as much as sets apart the faces with and without the attribute, as the model draws them."
+                + (
+                    " as much as sets apart the faces with and without the attribute, as the model draws them."
+                    if studio.edits_in_decoded_units
+                    else " the gap between the mean codes of the faces with and without the attribute (this"
+                    " model's statistics predate the decoded unit: `python -m vae_demo.latent_stats` redoes them)."
+                )
             )
             with gr.Row():
                 with gr.Column():

@@ -96,13 +96,17 @@ def test_showcase_endpoints_put_glasses_on_then_set_the_frame_colour_levels():
 def test_a_models_own_showcase_settings_are_saved_and_used(tmp_path):
     from vae_demo.latent_stats import LatentStats
     from vae_demo.model import ConvVAE
-    from vae_demo.studio import SHOWCASE_GLASSES, SHOWCASE_SPREAD, Studio
+    from vae_demo.studio import SHOWCASE_GLASSES, SHOWCASE_GLASSES_IN_GAPS, SHOWCASE_SPREAD, Studio
 
     stats = LatentStats(mean=torch.zeros(4), cov=torch.eye(4), directions={"frame_light": torch.ones(4)})
+    stats.save(tmp_path / "in_gaps.safetensors")  # computed before the decoded unit
+    stats.info = {"frame_light": {"decoded_unit": 1.1}}
     stats.save(tmp_path / "defaults.safetensors")
     stats.showcase = {"glasses": 2.0, "spread": 3.0}
     stats.save(tmp_path / "own.safetensors")
     model = ConvVAE(image_size=32, channels=(8, 16), latent_dim=4, res_blocks=0)
+    model.latent_stats = LatentStats.load(tmp_path / "in_gaps.safetensors")
+    assert Studio(model, examples=[]).showcase_settings() == (SHOWCASE_GLASSES_IN_GAPS, SHOWCASE_SPREAD)
     model.latent_stats = LatentStats.load(tmp_path / "defaults.safetensors")
     assert model.latent_stats.showcase is None
     assert Studio(model, examples=[]).showcase_settings() == (SHOWCASE_GLASSES, SHOWCASE_SPREAD)

@@ -253,7 +253,9 @@ def fit_latent_stats(model: HubVAE, data: FaceData, classifier: AttributeClassif
 
     Without a classifier the directions' groups come from the labels alone (see `compute_directions`).
     """
-    codes = model_pass(model, data.images).mu
+    # Codes only: `model_pass` would also draw two reconstructions per face and score them,
+    # and the classifier's calls below decode the codes once more anyway.
+    codes, _ = posterior(model, data.images)
     shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
     return LatentStats.fit(
         codes,

@@ -33,8 +33,7 @@ from vae_demo.model import HubVAE
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 MAX_SAMPLES = 64
 GIF_FRAMES = 32
-# Slider ranges for attribute edits, in multiples of the direction's natural length (the
-# distance between the two groups' mean codes).
+# Slider ranges for attribute edits, in multiples of the directions' unit (below).
 EDIT_RANGE = (-3.0, 3.0)  # glasses show on most faces from 1 to 1.5 (README, "Results")
 # An edit of strength 1 draws the whole difference between the two groups' pictures (a
 # little more than the gap between their mean codes: `decoded_unit` in latent_stats.py): the
@@ -49,6 +48,9 @@ DEFAULT_EDIT_STRENGTH = 1.0
 # on 99%, 92% and 92%; at 4 on 98%, 98% and 96%, but the darkest frames smudge around the eyes.
 # In decoded units (the glasses direction's is 1.23 gaps for the bundled model) that is 1.25.
 SHOWCASE_GLASSES = 1.25
+# The same edit for statistics computed before the decoded unit (a model published earlier),
+# whose directions are the plain gap between the groups' mean codes.
+SHOWCASE_GLASSES_IN_GAPS = 1.5
 SHOWCASE_SPREAD = 3.0
 DIRECTION_LABELS = {
     "Eyeglasses": "Glasses",
@@ -191,12 +193,19 @@ class Studio:
         images[0].save(path, save_all=True, append_images=images[1:], duration=70, loop=0)
         return path
 
+    @property
+    def edits_in_decoded_units(self) -> bool:
+        """Whether strength 1 along each direction draws its groups' whole difference (`decoded_unit`),
+        rather than the gap between their mean codes, as in statistics computed before that unit."""
+        return all("decoded_unit" in self.stats.info.get(name, {}) for name in self.stats.directions)
+
     def showcase_settings(self, glasses: float | None = None, spread: float | None = None) -> tuple[float, float]:
         """The showcase's glasses strength and spread: those given, else the model's own if chosen
-        for it, else the defaults."""
+        for it, else the defaults (in the unit of the model's directions)."""
         own = self.stats.showcase or {}
+        default = SHOWCASE_GLASSES if self.edits_in_decoded_units else SHOWCASE_GLASSES_IN_GAPS
         return (
-            own.get("glasses", SHOWCASE_GLASSES) if glasses is None else glasses,
+            own.get("glasses", default) if glasses is None else glasses,
             own.get("spread", SHOWCASE_SPREAD) if spread is None else spread,
         )
 
