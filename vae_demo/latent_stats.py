@@ -267,29 +267,19 @@ def compute_directions(
     shown = shown or {}
     if frame_light is not None and (frame_light == 1).any() and (frame_light == 0).any():
         labels["frame_light"] = frame_light
-    for name, balance_over in BALANCE.items():
+    for name in BALANCE:
         if name not in labels:
             continue
-        p = labels[name]
-        positive, negative = p > confident, p < 1 - confident
-        balanced_over = [b for b in balance_over if b in attributes]
-        strata = confounder_strata(attributes, balanced_over)
-        groups, threshold = None, None
-        if name in SHOWN_IN_RECONSTRUCTION and name in shown:
-            groups, threshold = shown_groups(positive, negative, strata, name, shown, confident)
-        pos, neg = groups or balanced_groups(positive, negative, strata)
+        pos, neg, groups_info = direction_groups(name, labels[name], attributes, shown, confident)
         if len(pos) == 0:
             continue
         other = ORTHOGONAL_TO.get(name)
         away = directions.get(other)
         over_the_eyes = name in OVER_THE_EYES and eye_cells is not None
         directions[name], info[name] = attribute_direction(codes, pos, neg, away, eye_cells if over_the_eyes else None)
-        info[name] |= {"strata": int(strata.unique().numel()), "balanced_over": balanced_over}
+        info[name] |= groups_info
         if over_the_eyes:
             info[name]["over_the_eyes"] = int(eye_cells.sum())
-        info[name]["shown_in_reconstruction"] = groups is not None
-        if threshold is not None:
-            info[name] |= {"shown_threshold": threshold, "shown_with": list(SHOWN_IN_RECONSTRUCTION[name])}
         if away is not None:
             info[name]["orthogonal_to"] = other
         if decode is not None:
@@ -298,6 +288,38 @@ def compute_directions(
             directions[name] = directions[name] * unit
             info[name]["decoded_unit"] = unit
     return directions, dict(info)
+
+
+def direction_groups(
+    name: str,
+    p: torch.Tensor,
+    attributes: dict[str, torch.Tensor],
+    shown: dict[str, torch.Tensor],
+    confident: float = 0.9,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The rows whose mean codes make `name`'s direction (see `compute_directions`).
+
+    Confident positives and negatives of `p` (N,), balanced over BALANCE[name] and, for the
+    names in SHOWN_IN_RECONSTRUCTION, drawn by the decoder as labelled where `shown` allows.
+
+    Returns:
+        Indices (P,) of the positives, (P,) of the negatives, and how they were picked.
+    """
+    positive, negative = p > confident, p < 1 - confident
+    balanced_over = [b for b in BALANCE[name] if b in attributes]
+    strata = confounder_strata(attributes, balanced_over)
+    groups, threshold = None, None
+    if name in SHOWN_IN_RECONSTRUCTION and name in shown:
+        groups, threshold = shown_groups(positive, negative, strata, name, shown, confident)
+    pos, neg = groups or balanced_groups(positive, negative, strata)
+    info = {
+        "strata": int(strata.unique().numel()),
+        "balanced_over": balanced_over,
+        "shown_in_reconstruction": groups is not None,
+    }
+    if threshold is not None:
+        info |= {"shown_threshold": threshold, "shown_with": list(SHOWN_IN_RECONSTRUCTION[name])}
+    return pos, neg, info
 
 
 def shown_groups(
