@@ -64,7 +64,7 @@ def logistic_normal(pos: torch.Tensor, neg: torch.Tensor, l2: float = 0.1) -> to
         return value
 
     optimiser.step(loss)
-    return w.detach() / scale  # a step along w in standardised units is w / scale in codes
+    return w.detach() / scale  # the boundary w . (z - centre) / scale + b = 0 has normal w / scale in codes
 
 
 def whitened(cov: torch.Tensor, shrink: float = 1.0) -> Estimator:
