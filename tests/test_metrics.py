@@ -7,7 +7,14 @@ import torch
 
 from vae_demo.card import latent_stats_section
 from vae_demo.evaluate import PassResult, psnr, ssim, summarize
-from vae_demo.latent_stats import BALANCE, ORTHOGONAL_TO, LatentStats, attribute_direction, compute_directions
+from vae_demo.latent_stats import (
+    BALANCE,
+    ORTHOGONAL_TO,
+    LatentStats,
+    attribute_direction,
+    compute_directions,
+    direction_groups,
+)
 
 
 def test_psnr_of_a_known_error():
@@ -88,6 +95,26 @@ def test_glasses_direction_averages_the_wearers_the_decoder_draws_with_glasses()
     assert by_drawings["Eyeglasses"][0] == pytest.approx(4.0)
     assert info["Eyeglasses"]["shown_in_reconstruction"] and info["Eyeglasses"]["positives"] == 40
     assert info["Male"]["shown_in_reconstruction"] is False  # only the glasses are picked this way
+
+
+def test_direction_groups_are_the_rows_the_direction_averages():
+    # The wearers of the test above: 40 drawn with glasses (coordinate 0 is 4), half of them men.
+    wearer = torch.tensor([1.0] * 60 + [0.0] * 60)
+    male = torch.tensor(([1.0] * 30 + [0.0] * 30) * 2)
+    drawn = torch.tensor(([4.0] * 20 + [1.0] * 10) * 2 + [0.0] * 60)
+    attributes = {"Eyeglasses": wearer, "Male": male}
+
+    pos, neg, info = direction_groups("Eyeglasses", wearer, attributes, {"Eyeglasses": (drawn / 4).clamp(0, 1)})
+
+    assert len(pos) == len(neg) == 40 and (drawn[pos] == 4).all() and (wearer[neg] == 0).all()
+    assert male[pos].sum() == male[neg].sum() == 20
+    assert info == {
+        "strata": 2,
+        "balanced_over": ["Male"],
+        "shown_in_reconstruction": True,
+        "shown_threshold": 0.9,
+        "shown_with": [],
+    }
 
 
 def test_glasses_direction_falls_back_to_the_labels_when_few_reconstructions_show_them():
