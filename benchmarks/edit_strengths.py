@@ -25,14 +25,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
-from vae_demo.evaluate import EDIT_ABSENT, dark_framed, edit_effect, posterior, showcase_metrics  # noqa: E402
+from vae_demo.evaluate import dark_framed, edit_effect, faces_without, posterior, showcase_metrics  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.studio import Studio  # noqa: E402
 
@@ -60,8 +58,7 @@ def main() -> int:
     data = load_split(args.data, args.split, model.image_size)
     mu, _ = posterior(model, data.images)
 
-    without = torch.nonzero(data.attributes["Eyeglasses"] < EDIT_ABSENT).flatten()
-    without = without[torch.randperm(len(without), generator=torch.Generator().manual_seed(0))[: args.faces]]
+    without = faces_without(data, "Eyeglasses", args.faces)
     print(f"Glasses edit on {len(without)} {args.split} faces without glasses ({args.model})\n")
     print("| strength | called glasses | male call flips |\n|---|---|---|")
     for strength in args.strengths:

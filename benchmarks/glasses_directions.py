@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
-from vae_demo.evaluate import EDIT_ABSENT, edit_effect, posterior, reconstruction_calls  # noqa: E402
+from vae_demo.evaluate import edit_effect, faces_without, posterior, reconstruction_calls  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import EYE_BAND, eye_band  # noqa: E402
 from vae_demo.latent_stats import decoded_unit, direction_groups, orthogonal_part  # noqa: E402
@@ -129,18 +129,18 @@ def main() -> int:
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.to(model.device))
 
+    # the decoded unit's search starts from the mean difference's length: the estimators' own differ widely
+    length = mean_difference(codes[pos], codes[neg]).norm()
     directions = {}
     for name, estimate in estimators.items():
         direction, _ = orthogonal_part(estimate(codes[pos], codes[neg]), male)
-        # start the decoded unit's search from the mean difference's length: the estimators' own differ widely
-        direction = direction * (mean_difference(codes[pos], codes[neg]).norm() / direction.norm())
+        direction = direction * (length / direction.norm())
         rows = eye_band(model.image_size) if name == "over the eyes" else slice(None)
         directions[name] = direction * decoded_unit(decode, codes, direction, pos, neg, rows)
 
     data = load_split(args.data, args.split, model.image_size)
     mu, _ = posterior(model, data.images)
-    without = torch.nonzero(data.attributes["Eyeglasses"] < EDIT_ABSENT).flatten()
-    faces = mu[without[torch.randperm(len(without), generator=torch.Generator().manual_seed(0))[: args.faces]]]
+    faces = mu[faces_without(data, "Eyeglasses", args.faces)]  # the faces edit_strengths.py edits
 
     def effect(strength: float) -> dict:
         return edit_effect(model, classifier, faces, "Eyeglasses", strength, batch_size=128)

@@ -382,6 +382,12 @@ def sample_metrics(
     return results
 
 
+def faces_without(data: FaceData, attribute: str, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of up to n faces, drawn at random (by `seed`), whose P(attribute) < EDIT_ABSENT in the data."""
+    rows = torch.nonzero(data.attributes[attribute] < EDIT_ABSENT).flatten()
+    return rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
 def edit_effect(
     model: HubVAE,
     classifier: AttributeClassifier,
