@@ -5,7 +5,8 @@
 Prints three tables for one model, judged by the bundled attribute classifier on the test split
 (tune on `--split val`, report on test):
 1. The glasses direction added at several strengths to faces without glasses: the share
-   called "glasses" and the share whose male/female call flips.
+   called "glasses", the share whose male/female call flips, and the share whose call
+   contradicts the data's label before and after the edit (faces sure of their sex there).
 2. The frame-colour direction added at the same strengths to dark-framed faces (as the
    evaluation picks them): the share called light-framed, and still called "glasses".
 3. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
@@ -60,16 +61,18 @@ def main() -> int:
 
     without = faces_without(data, "Eyeglasses", args.faces)
     print(f"Glasses edit on {len(without)} {args.split} faces without glasses ({args.model})\n")
-    print("| strength | called glasses | male call flips |\n|---|---|---|")
+    print("| strength | called glasses | male call flips | male call wrong: before / after |\n|---|---|---|---|")
+    male = data.attributes["Male"][without] if "Male" in data.attributes else None
     for strength in args.strengths:
-        effect = edit_effect(model, classifier, mu[without], "Eyeglasses", strength, batch_size=128)
-        print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} |")
+        effect = edit_effect(model, classifier, mu[without], "Eyeglasses", strength, 128, male_labels=male)
+        wrong = f"{percent(effect['male_wrong_before'])} / {percent(effect['male_wrong_after'])}"
+        print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} | {wrong} |")
 
-    z, reference, _ = dark_framed(model, classifier, data, mu)
-    print(f"\nFrame-colour edit on {len(z)} dark-framed {args.split} faces\n")
+    rows, reference, _ = dark_framed(model, classifier, data, mu)
+    print(f"\nFrame-colour edit on {len(rows)} dark-framed {args.split} faces\n")
     print("| strength | called light | still called glasses |\n|---|---|---|")
     for strength in args.strengths:
-        effect = edit_effect(model, classifier, z, "frame_light", strength, 128, reference)
+        effect = edit_effect(model, classifier, mu[rows], "frame_light", strength, 128, reference)
         print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['glasses_after'])} |")
 
     studio = Studio(model, examples=[])

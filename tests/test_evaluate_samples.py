@@ -14,6 +14,7 @@ from torch.distributions import Normal
 from vae_demo.classifier import AttributeClassifier
 from vae_demo.data import FaceData, load_split
 from vae_demo.evaluate import (
+    edit_effect,
     edit_metrics,
     end_to_end_change,
     evenness,
@@ -177,6 +178,38 @@ def test_end_to_end_change_tells_the_eye_band_from_the_rest():
     )
 
 
+def test_a_flip_that_undoes_the_classifiers_mistake_is_not_a_wrong_call():
+    class Painter(HubVAE):
+        """Paints code entry 0 into the red channel and entry 1 into the green one."""
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device to report
+            self.latent_stats = LatentStats(torch.zeros(2), torch.eye(2), {"Eyeglasses": torch.tensor([1.0, 0.0])})
+
+        def decode(self, z):
+            return torch.stack([z[:, 0], z[:, 1], z[:, 1]], 1)[..., None, None].expand(-1, 3, 8, 8)
+
+    class GlassesLookMale:
+        """Calls glasses by the red channel and sex by the green one, pushed towards male by glasses."""
+
+        attributes = ["Eyeglasses", "Male"]
+
+        def describe(self, x, batch_size):
+            red, green = x[:, 0].mean((1, 2)), x[:, 1].mean((1, 2))
+            return x.flatten(1), torch.stack([red, (green + 0.3 * red).clamp(0, 1)], 1)
+
+    # a woman, a man called a woman, a man, a face of unknown sex; all called women but the third
+    faces = torch.tensor([[0.0, 0.1], [0.0, 0.4], [0.0, 0.8], [0.0, 0.3]])
+    male_labels = torch.tensor([0.0, 1.0, 1.0, float("nan")])
+    effect = edit_effect(Painter(), GlassesLookMale(), faces, "Eyeglasses", 1.0, 4, male_labels=male_labels)
+    assert effect["success"] == 1.0
+    assert effect["male_flips"] == 0.5  # the misjudged man and the unknown face are now called men
+    assert effect["male_wrong_before"] == pytest.approx(1 / 3) and effect["male_wrong_after"] == 0.0
+    without_labels = edit_effect(Painter(), GlassesLookMale(), faces, "Eyeglasses", 1.0, 4)
+    assert without_labels["male_wrong_before"] is None and without_labels["male_flips"] == 0.5
+
+
 def test_edits_without_qualifying_faces_or_directions_report_nothing(tiny_model, split_images):
     classifier = AttributeClassifier(channels=(8, 8, 8, 8), image_size=32)
     middling = torch.full((len(split_images),), 0.5)
@@ -233,7 +266,8 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
     edits = metrics["edits"]
     assert set(edits) == {"strength", "glasses", "smiling", "frame_light"}
     for key in ("glasses", "smiling", "frame_light"):
-        assert {"n", "success", "reference_rate", "male_flips", "glasses_before", "glasses_after"} <= set(edits[key])
+        expected = {"n", "success", "reference_rate", "male_flips", "male_wrong_before", "male_wrong_after"}
+        assert expected | {"glasses_before", "glasses_after"} <= set(edits[key])
     assert edits["glasses"]["n"] > 0 and edits["frame_light"]["n"] >= edits["frame_light"]["n_hand_labelled"]
     assert edits["glasses"]["glasses_after"] == edits["glasses"]["success"]  # one call, two names
     assert edits["glasses"]["glasses_before"] == edits["glasses"]["reference_rate"]

@@ -50,6 +50,7 @@ PATH_STEPS = 16  # codes per interpolation path, endpoints included
 MAX_SHOWCASE_PAIRS = 200
 EDIT_ABSENT = 0.1  # faces "without" an attribute, for edits that add it: P < 0.1 in the data
 GLASSES_CONFIDENT = 0.9
+SURE_OF_SEX = 0.4  # faces whose P(Male) in the data is < 0.1 or > 0.9, for sex calls right or wrong
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -396,26 +397,39 @@ def edit_effect(
     strength: float,
     batch_size: int,
     reference: torch.Tensor | None = None,
+    male_labels: torch.Tensor | None = None,
 ) -> dict:
     """How often an edit along `attribute`'s direction makes the classifier call it, flips sex, keeps glasses.
+
+    A flip counts any change of the male/female call, the classifier undoing its own mistake
+    on the unedited reconstruction included; `male_wrong_before` and `male_wrong_after` say
+    how often the call contradicts the data, over the faces sure of their sex there.
 
     Args:
         z: Codes (N, D) of the faces to edit.
         reference: Classifier probabilities (N, A) of their unedited reconstructions, if
             already computed.
+        male_labels: P(Male) in the data (N,), NaN where unknown; without it the
+            `male_wrong_*` shares are None.
     """
     names = classifier.attributes
     column = names.index(attribute)
+    keys = ("success", "reference_rate", "male_flips", "male_wrong_before", "male_wrong_after")
     if len(z) == 0:
-        return dict.fromkeys(("success", "reference_rate", "male_flips", "glasses_before", "glasses_after")) | {"n": 0}
+        return dict.fromkeys((*keys, "glasses_before", "glasses_after")) | {"n": 0}
     if reference is None:
         _, reference = decode_and_classify(model, classifier, z, batch_size)
     direction = model.latent_stats.directions[attribute]
     _, edited = decode_and_classify(model, classifier, edit(z, direction, strength), batch_size)
-    flips = glasses_before = glasses_after = None
+    flips = wrong_before = wrong_after = glasses_before = glasses_after = None
     if "Male" in names:
         male = names.index("Male")
         flips = _share((edited[:, male] > 0.5) != (reference[:, male] > 0.5))
+        if male_labels is not None:
+            sure = (male_labels - 0.5).abs() > SURE_OF_SEX  # NaN compares False
+            truth = male_labels[sure] > 0.5
+            wrong_before = _share((reference[sure, male] > 0.5) != truth)
+            wrong_after = _share((edited[sure, male] > 0.5) != truth)
     if "Eyeglasses" in names:  # for frame colour: lighter frames must still be frames
         glasses = names.index("Eyeglasses")
         glasses_before, glasses_after = _share(reference[:, glasses] > 0.5), _share(edited[:, glasses] > 0.5)
@@ -424,6 +438,8 @@ def edit_effect(
         "success": _share(edited[:, column] > 0.5),
         "reference_rate": _share(reference[:, column] > 0.5),
         "male_flips": flips,
+        "male_wrong_before": wrong_before,
+        "male_wrong_after": wrong_after,
         "glasses_before": glasses_before,
         "glasses_after": glasses_after,
     }
@@ -436,7 +452,7 @@ def dark_framed(
     mu: torch.Tensor,
     batch_size: int = 128,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """The faces a frame-colour edit should lighten: codes, their reconstructions' probabilities, hand-labelled count.
+    """The faces a frame-colour edit should lighten: rows, their reconstructions' probabilities, hand-labelled count.
 
     The hand-labelled dark frames and, since those are few, every confident glasses wearer
     (P > 0.9) whose reconstruction the classifier calls dark.
@@ -446,11 +462,11 @@ def dark_framed(
     wearer = data.attributes.get("Eyeglasses", nan) > GLASSES_CONFIDENT
     candidates = labelled_dark | wearer
     if not candidates.any():
-        return mu[:0], None, 0
+        return candidates.nonzero().flatten(), None, 0
     _, reference = decode_and_classify(model, classifier, mu[candidates], batch_size)
     called_dark = reference[:, classifier.attributes.index("frame_light")] < 0.5
     keep = labelled_dark[candidates] | (wearer[candidates] & called_dark)
-    return mu[candidates][keep], reference[keep], int(labelled_dark.sum())
+    return candidates.nonzero().flatten()[keep], reference[keep], int(labelled_dark.sum())
 
 
 def edit_metrics(
@@ -475,12 +491,16 @@ def edit_metrics(
             results[key] = None
             continue
         rows = data.attributes.get(attribute, nan) < EDIT_ABSENT
-        results[key] = edit_effect(model, classifier, mu[rows], attribute, strength, batch_size)
+        male = data.attributes.get("Male", nan)[rows]
+        results[key] = edit_effect(model, classifier, mu[rows], attribute, strength, batch_size, male_labels=male)
     if "frame_light" not in directions or "frame_light" not in classifier.attributes:
         results["frame_light"] = None
         return results
-    z, reference, n_hand_labelled = dark_framed(model, classifier, data, mu, batch_size)
-    results["frame_light"] = edit_effect(model, classifier, z, "frame_light", strength, batch_size, reference)
+    rows, reference, n_hand_labelled = dark_framed(model, classifier, data, mu, batch_size)
+    male = data.attributes.get("Male", nan)[rows]
+    results["frame_light"] = edit_effect(
+        model, classifier, mu[rows], "frame_light", strength, batch_size, reference, male_labels=male
+    )
     results["frame_light"]["n_hand_labelled"] = n_hand_labelled
     return results
 
