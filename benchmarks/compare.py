@@ -62,6 +62,7 @@ ROWS = (  # path in the evaluation JSON (keys joined by /), label, format
     ("kept/glasses/reconstructions", "glasses wearers whose reconstruction shows glasses ↑", "{:.0%}"),
     ("edits/glasses/success", "glasses edit: called glasses ↑", "{:.0%}"),
     ("edits/glasses/male_flips", "glasses edit: male call flips ↓", "{:.0%}"),
+    ("edits/glasses/male_wrong_after", "glasses edit: sex calls against the data's labels, after ↓", "{:.0%}"),
     ("edits/smiling/success", "smile edit: called smiling ↑", "{:.0%}"),
     ("edits/frame_light/success", "frame edit: dark called light ↑", "{:.0%}"),
     ("edits/frame_light/glasses_after", "frame edit: still called glasses ↑", "{:.0%}"),

@@ -242,7 +242,7 @@ def _check_numbers(value, where="metrics"):
         assert isinstance(value, int | float) and math.isfinite(value), f"{where} = {value!r}"
 
 
-def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root, tmp_path):
+def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root, tmp_path, monkeypatch):
     tiny_model.save_pretrained(tmp_path / "model")
     AttributeClassifier(channels=(8, 8, 8, 8)).save_pretrained(tmp_path / "classifier")
     out, plot = tmp_path / "metrics.json", tmp_path / "kl.png"
@@ -286,6 +286,13 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
     assert metrics["showcase"]["direction"]["change_in_eye_band"] > 0
     assert metrics["showcase"]["direction"]["change_elsewhere"] >= 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    # The tables that decide between models (benchmarks/compare.py, side_by_side.py) read these keys.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from compare import ROWS, lookup
+    from side_by_side import SHOWCASE_ROWS
+
+    unread = [key for key, _, _ in (*ROWS, *SHOWCASE_ROWS) if key != "minutes" and lookup(metrics, key) is None]
+    assert unread == []
 
 
 def test_without_a_classifier_the_classifier_metrics_are_null(tiny_model, lfw_root, tmp_path, capsys):
