@@ -12,7 +12,12 @@ to its decoded unit, as the app's is, and then edits the same faces without glas
 - logistic normal: the normal of a logistic regression that tells the two groups apart on
   standardised codes (InterFaceGAN's attribute boundary, Shen et al. 2020);
 - whitened: the mean difference times the inverse of the training codes' covariance, shrunk
-  towards the identity (Fisher's linear discriminant).
+  towards the identity (Fisher's linear discriminant);
+- within person: not from those groups but from the train people photographed both with and
+  without glasses (confident either way): the mean over them of the difference between their
+  mean code with and without, so that sex, age and face cancel within each person; once with
+  all their confident photos, once with only those whose reconstructions agree (glasses
+  called on the wearing photos, not on the others), as the groups above are picked.
 The decoded unit makes strength 1 draw the groups' whole picture difference, so the
 estimators differ in what else they draw. Printed per estimator: the share called "glasses"
 and the share whose male/female call flips at each strength, and then the smallest strength
@@ -65,6 +70,36 @@ def logistic_normal(pos: torch.Tensor, neg: torch.Tensor, l2: float = 0.1) -> to
 
     optimiser.step(loss)
     return w.detach() / scale  # the boundary w . (z - centre) / scale + b = 0 has normal w / scale in codes
+
+
+def within_person(codes: torch.Tensor, wearing: torch.Tensor, bare: torch.Tensor, people: list[str]) -> tuple:
+    """The mean over people with rows in both masks of (their mean code wearing - their mean code bare).
+
+    Args:
+        codes: (N, D) codes; wearing, bare: (N,) bool masks of photos with and without glasses;
+        people: (N,) the person in each photo.
+
+    Returns:
+        The direction (D,) and the number of people it averages.
+
+    Usage (one person in both groups, one only without):
+        >>> codes = torch.tensor([[1.0], [3.0], [0.0], [9.0]])
+        >>> wearing, bare = torch.tensor([True, True, False, False]), torch.tensor([False, False, True, True])
+        >>> within_person(codes, wearing, bare, ["a", "a", "a", "b"])
+        (tensor([2.]), 1)
+    """
+    index = {person: i for i, person in enumerate(dict.fromkeys(people))}
+    person = torch.tensor([index[p] for p in people])
+
+    def mean_per_person(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = torch.zeros(len(index), codes.shape[1]).index_add_(0, person[mask], codes[mask])
+        count = torch.zeros(len(index)).index_add_(0, person[mask], torch.ones(int(mask.sum())))
+        return total / count.clamp_min(1).unsqueeze(1), count > 0
+
+    with_glasses, has_with = mean_per_person(wearing)
+    without, has_without = mean_per_person(bare)
+    both = has_with & has_without
+    return (with_glasses[both] - without[both]).mean(0), int(both.sum())
 
 
 def whitened(cov: torch.Tensor, shrink: float = 1.0) -> Estimator:
@@ -129,11 +164,21 @@ def main() -> int:
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.to(model.device))
 
+    estimates = {name: estimate(codes[pos], codes[neg]) for name, estimate in estimators.items()}
+    people = [Path(path).parent.name for path in train.paths]
+    p = train.attributes["Eyeglasses"]
+    wearing, bare = p > 0.9, p < 0.1
+    estimates["within person"], n_all = within_person(codes, wearing, bare, people)
+    agree = shown["Eyeglasses"]
+    estimates["within person, reconstructions agree"], n_agree = within_person(
+        codes, wearing & (agree > 0.5), bare & (agree < 0.5), people
+    )
+
     # the decoded unit's search starts from the mean difference's length: the estimators' own differ widely
     length = mean_difference(codes[pos], codes[neg]).norm()
     directions = {}
-    for name, estimate in estimators.items():
-        direction, _ = orthogonal_part(estimate(codes[pos], codes[neg]), male)
+    for name, estimate in estimates.items():
+        direction, _ = orthogonal_part(estimate, male)
         direction = direction * (length / direction.norm())
         rows = eye_band(model.image_size) if name == "over the eyes" else slice(None)
         directions[name] = direction * decoded_unit(decode, codes, direction, pos, neg, rows)
@@ -145,7 +190,8 @@ def main() -> int:
     def effect(strength: float) -> dict:
         return edit_effect(model, classifier, faces, "Eyeglasses", strength, batch_size=128)
 
-    print(f"Glasses edit on {len(faces)} {args.split} faces without glasses ({args.model}; groups of {len(pos)})\n")
+    print(f"Glasses edit on {len(faces)} {args.split} faces without glasses ({args.model}; groups of {len(pos)};")
+    print(f"{n_all} people photographed with and without glasses, {n_agree} where the reconstructions agree)\n")
     print("| estimator | cosine with the app's | " + " | ".join(f"strength {s:g}" for s in args.strengths), end="")
     print(f" | reaches {100 * args.success:g}% at: strength, called / flips |")
     print("|---|---|" + "---|" * (len(args.strengths) + 1))

@@ -116,7 +116,7 @@ def test_kl_plot_writes_a_png(tmp_path):
 
 def test_frechet_distance_is_zero_for_a_set_with_itself_and_grows_with_a_shift():
     torch.manual_seed(0)
-    a = torch.randn(500, 4) @ torch.randn(4, 4)
+    a = (torch.randn(500, 4) @ torch.randn(4, 4)).double()  # in float32, a + 2 would round
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
     assert frechet_distance(a, a + 1.0) == pytest.approx(4.0, abs=1e-8)  # |shift|^2, covariances equal
     assert frechet_distance(a, a + 2.0) == pytest.approx(16.0, abs=1e-8)
