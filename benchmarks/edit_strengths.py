@@ -47,7 +47,13 @@ def main() -> int:
     parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
     parser.add_argument("--split", default="test", choices=("val", "test"), help="(default: test)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
-    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3], help="glasses, frame edits")
+    parser.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        default=[0.5, 1, 1.5, 2, 3],
+        help="glasses and frame edits (default: 0.5 1 1.5 2 3)",
+    )
     parser.add_argument("--showcase-glasses", type=float, nargs="+", default=[0, 1, 2.5], help="(default: 0 1 2.5)")
     parser.add_argument("--spreads", type=float, nargs="+", default=[1, 2.5], help="(default: 1 2.5)")
     args = parser.parse_args()
