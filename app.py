@@ -229,7 +229,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
             gr.Markdown("Drag the slider: the same face, from **dark** to **light** eyeglass frames.")
             with gr.Row():
                 # The direction first: along it the classifier's frame-lightness score follows t
-                # (Spearman 1.00 on test faces), between two photos much less (0.47; README).
+                # (Spearman 0.99 on test faces), between two photos much less (0.56; README, goals).
                 mode = gr.Radio([DIRECTION, TWO_PHOTOS], value=DIRECTION, label="How")
                 face = gr.Dropdown(wearers, value=darks[0], label="Face to recolour")
                 dark = gr.Dropdown(
