@@ -81,7 +81,9 @@ def main() -> int:
         "--epochs", type=int, default=1000, help="upper bound on epochs; time decides first (default: 1000)"
     )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="runs at once (default: all cores)")
-    parser.add_argument("--report-only", action="store_true", help="no training: report on the runs as they are")
+    parser.add_argument(
+        "--report-only", action="store_true", help="no training: report on the runs as they are (default: off)"
+    )
     parser.add_argument("extra", nargs="*", help="more train.py flags for every run, after --")
     args = parser.parse_args()
 

@@ -43,7 +43,7 @@ def percent(share: float | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
-    parser.add_argument("--data", default="../shared/data/lfw", help="collection with a test split")
+    parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
     parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
     parser.add_argument("--split", default="test", choices=("val", "test"), help="(default: test)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")

@@ -134,7 +134,7 @@ def called_and_flipped(effect: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
-    parser.add_argument("--data", default="../shared/data/lfw", help="collection with train and val/test splits")
+    parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
     parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
     parser.add_argument("--split", default="val", choices=("val", "test"), help="faces to edit (default: val)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")

@@ -33,7 +33,7 @@ from vae_demo.studio import Studio  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
-    parser.add_argument("--data", default="../shared/data/lfw", help="collection with a test split")
+    parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
     parser.add_argument("--out", default="assets/figures", help="output folder (default: assets/figures)")
     parser.add_argument("--columns", type=int, default=8, help="images per row (default: 8)")
     args = parser.parse_args()
