@@ -40,7 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
-from vae_demo.evaluate import edit_effect, faces_without, posterior, reconstruction_calls  # noqa: E402
+from vae_demo.evaluate import (  # noqa: E402
+    GLASSES_CONFIDENT,
+    edit_effect,
+    faces_without,
+    posterior,
+    reconstruction_calls,
+)
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import EYE_BAND, eye_band  # noqa: E402
 from vae_demo.latent_stats import decoded_unit, direction_groups, orthogonal_part  # noqa: E402
@@ -72,7 +78,9 @@ def logistic_normal(pos: torch.Tensor, neg: torch.Tensor, l2: float = 0.1) -> to
     return w.detach() / scale  # the boundary w . (z - centre) / scale + b = 0 has normal w / scale in codes
 
 
-def within_person(codes: torch.Tensor, wearing: torch.Tensor, bare: torch.Tensor, people: list[str]) -> tuple:
+def within_person(
+    codes: torch.Tensor, wearing: torch.Tensor, bare: torch.Tensor, people: list[str]
+) -> tuple[torch.Tensor, int]:
     """The mean over people with rows in both masks of (their mean code wearing - their mean code bare).
 
     Args:
@@ -151,7 +159,8 @@ def main() -> int:
     train = load_split(args.data, "train", model.image_size)
     codes, _ = posterior(model, train.images)
     shown = reconstruction_calls(model, classifier, codes)
-    pos, neg, _ = direction_groups("Eyeglasses", train.attributes["Eyeglasses"], train.attributes, shown)
+    glasses = train.attributes["Eyeglasses"]
+    pos, neg, _ = direction_groups("Eyeglasses", glasses, train.attributes, shown)
     male = stats.directions["Male"]
     eye_cells = model.cells_over(EYE_BAND)
 
@@ -166,8 +175,7 @@ def main() -> int:
 
     estimates = {name: estimate(codes[pos], codes[neg]) for name, estimate in estimators.items()}
     people = [Path(path).parent.name for path in train.paths]
-    p = train.attributes["Eyeglasses"]
-    wearing, bare = p > 0.9, p < 0.1
+    wearing, bare = glasses > GLASSES_CONFIDENT, glasses < 1 - GLASSES_CONFIDENT  # as confident as the groups
     estimates["within person"], n_all = within_person(codes, wearing, bare, people)
     agree = shown["Eyeglasses"]
     estimates["within person, reconstructions agree"], n_agree = within_person(
