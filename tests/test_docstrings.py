@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import functools
 import importlib
 import importlib.util
 import pkgutil
@@ -17,6 +18,7 @@ PACKAGE = [f"vae_demo.{module.name}" for module in pkgutil.iter_modules(vae_demo
 BENCHMARKS = [path for path in sorted((ROOT / "benchmarks").glob("*.py")) if ">>>" in path.read_text()]
 
 
+@functools.cache  # a benchmark file is executed once, for finding its examples and for running them
 def load(name: str) -> ModuleType:
     if name in PACKAGE:
         return importlib.import_module(name)
