@@ -78,9 +78,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 100.0  # max gradient norm (the loss is in nats per image, so gradients are large)
     seed: int = 0  # seeds weights, data order, flips and reparameterisation noise
-    # the weights kept: "best" (lowest validation -ELBO) or "last" (for terms outside the ELBO,
-    # which trade some of it away on purpose: the best -ELBO is then the start, not the aim)
-    keep: str = "best"
+    # "last" is for terms outside the ELBO, which trade some of it away on purpose: the best
+    # -ELBO is then the start of training, not its aim
+    keep: str = "best"  # the weights saved: "best" (lowest validation -ELBO) or "last"
     # latent statistics
     classifier: str = "assets/classifier"  # picks the glasses wearers whose reconstructions show them ("": none)
     # machinery

@@ -320,6 +320,15 @@ def test_exploding_loss_stops_with_a_message_and_keeps_the_last_checkpoint(lfw_r
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
 
 
+def test_every_flag_says_what_it_does_and_its_default():
+    import train
+
+    for action in train._parser()._actions[1:]:  # [0] is --help
+        meaning, default = action.help.rsplit(" (default: ", 1)
+        assert meaning.strip(), f"{action.option_strings[0]} has no help text"
+        assert default == f"{action.default})"
+
+
 def test_missing_data_folder_is_a_message_not_a_traceback(tmp_path):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], timeout=300)
     assert result.returncode == 1
