@@ -44,8 +44,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
     parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
-    parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
-    parser.add_argument("--split", default="test", choices=("val", "test"), help="(default: test)")
+    parser.add_argument(
+        "--classifier",
+        default="assets/classifier",
+        help="attribute classifier that judges the edits (default: assets/classifier)",
+    )
+    parser.add_argument("--split", default="test", choices=("val", "test"), help="faces to edit (default: test)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
     parser.add_argument(
         "--strengths",
@@ -54,8 +58,16 @@ def main() -> int:
         default=[0.5, 1, 1.5, 2, 3],
         help="glasses and frame edits (default: 0.5 1 1.5 2 3)",
     )
-    parser.add_argument("--showcase-glasses", type=float, nargs="+", default=[0, 1, 2.5], help="(default: 0 1 2.5)")
-    parser.add_argument("--spreads", type=float, nargs="+", default=[1, 2.5], help="(default: 1 2.5)")
+    parser.add_argument(
+        "--showcase-glasses",
+        type=float,
+        nargs="+",
+        default=[0, 1, 2.5],
+        help="showcase glasses strengths (default: 0 1 2.5)",
+    )
+    parser.add_argument(
+        "--spreads", type=float, nargs="+", default=[1, 2.5], help="showcase dark/light spreads (default: 1 2.5)"
+    )
     args = parser.parse_args()
 
     model = load_model(args.model)

@@ -143,10 +143,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
     parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
-    parser.add_argument("--classifier", default="assets/classifier", help="(default: assets/classifier)")
+    parser.add_argument(
+        "--classifier",
+        default="assets/classifier",
+        help="attribute classifier that judges the edits (default: assets/classifier)",
+    )
     parser.add_argument("--split", default="val", choices=("val", "test"), help="faces to edit (default: val)")
     parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
-    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 1.5], help="(default: 0.5 1 1.5)")
+    parser.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        default=[0.5, 1, 1.5],
+        help="edit strengths in decoded units (default: 0.5 1 1.5)",
+    )
     parser.add_argument("--success", type=float, default=0.9, help="share called glasses to match (default: 0.9)")
     args = parser.parse_args()
 

@@ -26,7 +26,9 @@ from train import TrainConfig, build_model, train_step  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu (default: auto)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256], help="(default: 64 256)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[64, 256], help="images per step, each timed (default: 64 256)"
+    )
     parser.add_argument(
         "--widths",
         type=int,
@@ -35,7 +37,12 @@ def main() -> int:
         help="first encoder widths, doubling per stage (default: 16 32)",
     )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setting and round (default: 20)")
-    parser.add_argument("--rounds", type=int, default=5, help="(default: 5)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="rounds over all settings, interleaved so that noise hits all alike (default: 5)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:

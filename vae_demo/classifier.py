@@ -277,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout collection (default: %(default)s)")
     parser.add_argument("--out", default="assets/classifier", help="output folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=8, help="passes over the train split (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds weights, data order and blur (default: %(default)s)")
     parser.add_argument(
         "--channels",
         type=int,
