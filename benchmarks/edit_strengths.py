@@ -40,17 +40,22 @@ def percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
+def add_judged_edit_options(parser: argparse.ArgumentParser, split: str) -> None:
+    """The options of every benchmark that edits faces and judges them: model, data, judge, faces."""
+    parser.add_argument("--model", default="assets/model", help="model folder (default: %(default)s)")
     parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
     parser.add_argument(
         "--classifier",
         default="assets/classifier",
-        help="attribute classifier that judges the edits (default: assets/classifier)",
+        help="attribute classifier that judges the edits (default: %(default)s)",
     )
-    parser.add_argument("--split", default="test", choices=("val", "test"), help="faces to edit (default: test)")
-    parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
+    parser.add_argument("--split", default=split, choices=("val", "test"), help="faces to edit (default: %(default)s)")
+    parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: %(default)s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_judged_edit_options(parser, split="test")
     parser.add_argument(
         "--strengths",
         type=float,

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.edit_strengths import add_judged_edit_options  # noqa: E402
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import (  # noqa: E402
@@ -141,15 +142,7 @@ def called_and_flipped(effect: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="assets/model", help="model folder (default: assets/model)")
-    parser.add_argument("--data", default="../shared/data/lfw", help="LFW-layout data (default: %(default)s)")
-    parser.add_argument(
-        "--classifier",
-        default="assets/classifier",
-        help="attribute classifier that judges the edits (default: assets/classifier)",
-    )
-    parser.add_argument("--split", default="val", choices=("val", "test"), help="faces to edit (default: val)")
-    parser.add_argument("--faces", type=int, default=400, help="faces without glasses to edit (default: 400)")
+    add_judged_edit_options(parser, split="val")
     parser.add_argument(
         "--strengths",
         type=float,
