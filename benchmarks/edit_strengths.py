@@ -6,7 +6,9 @@ Prints three tables for one model, judged by the bundled attribute classifier on
 (tune on `--split val`, report on test):
 1. The glasses direction added at several strengths to faces without glasses: the share
    called "glasses", the share whose male/female call flips, and the share whose call
-   contradicts the data's label before and after the edit (faces sure of their sex there).
+   contradicts the data's label before and after the edit (faces sure of their sex there);
+   then the same for the held edit, which the guide classifier steers to keep the sex call
+   (`vae_demo.guide`; the strength the evaluation holds is HELD_GLASSES_STRENGTH there).
 2. The frame-colour direction added at the same strengths to dark-framed faces (as the
    evaluation picks them): the share called light-framed, and still called "glasses".
 3. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
@@ -64,6 +66,11 @@ def main() -> int:
         help="glasses and frame edits (default: 0.5 1 1.5 2 3)",
     )
     parser.add_argument(
+        "--guide",
+        default="assets/guide",
+        help="second classifier, which steers the held glasses edits ('' skips them; default: %(default)s)",
+    )
+    parser.add_argument(
         "--showcase-glasses",
         type=float,
         nargs="+",
@@ -83,16 +90,25 @@ def main() -> int:
     mu, _ = posterior(model, data.images)
 
     without = faces_without(data, "Eyeglasses", args.faces)
-    print(f"Glasses edit on {len(without)} {args.split} faces without glasses ({args.model})\n")
-    print("| strength | called glasses | male call flips | male call wrong: before / after |\n|---|---|---|---|")
     male = data.attributes["Male"][without] if "Male" in data.attributes else None
-    for strength in args.strengths:
-        effect = edit_effect(model, classifier, mu[without], "Eyeglasses", strength, 128, male_labels=male)
-        wrong = f"{percent(effect['male_wrong_before'])} / {percent(effect['male_wrong_after'])}"
-        print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} | {wrong} |")
+    guide = load_local(args.guide, "no held edits") if args.guide else None
+    plain = f"Glasses edit on {len(without)} {args.split} faces without glasses ({args.model})"
+    held = f"Held glasses edit, steered by {args.guide}, on the same faces"
+    for title, steer in ((plain, None), (held, guide)):
+        if title is held and guide is None:
+            continue
+        print(f"{title}\n\n| strength | called glasses | male call flips | male call wrong: before / after |")
+        print("|---|---|---|---|")
+        for strength in args.strengths:
+            effect = edit_effect(
+                model, classifier, mu[without], "Eyeglasses", strength, 128, male_labels=male, guide=steer
+            )
+            wrong = f"{percent(effect['male_wrong_before'])} / {percent(effect['male_wrong_after'])}"
+            print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} | {wrong} |")
+        print()
 
     rows, reference, _ = dark_framed(model, classifier, data, mu)
-    print(f"\nFrame-colour edit on {len(rows)} dark-framed {args.split} faces\n")
+    print(f"Frame-colour edit on {len(rows)} dark-framed {args.split} faces\n")
     print("| strength | called light | still called glasses |\n|---|---|---|")
     for strength in args.strengths:
         effect = edit_effect(model, classifier, mu[rows], "frame_light", strength, 128, reference)

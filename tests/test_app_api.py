@@ -91,9 +91,12 @@ def test_arithmetic_on_groups(client):
 
 def test_attribute_sliders_change_the_face(client):
     client.predict("Laura_Bush_0037.jpg", None, api_name="/edit_prepare")
-    plain = client.predict(0, 0, 0, 0, 0, api_name="/edit")
-    glasses = client.predict(1.5, 0, 0, 0, 0, api_name="/edit")
+    plain = client.predict(0, 0, 0, 0, 0, False, api_name="/edit")
+    glasses = client.predict(1.5, 0, 0, 0, 0, False, api_name="/edit")
     assert np.abs(pixels(plain) - pixels(glasses)).mean() > 1
+    assert np.array_equal(pixels(plain), pixels(client.predict(0, 0, 0, 0, 0, True, api_name="/edit")))
+    held = client.predict(1.5, 0, 0, 0, 0, True, api_name="/edit")  # the bundled guide steers it
+    assert np.abs(pixels(held) - pixels(glasses)).mean() > 0.5
 
 
 def _bad_uploads(tmp_path: Path) -> dict[str, Path]:

@@ -30,6 +30,7 @@ from vae_demo.evaluate import (
     spearman,
     summarize,
 )
+from vae_demo.guide import HELD_GLASSES_STRENGTH
 from vae_demo.images import eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import ConvVAE, HubVAE
@@ -245,10 +246,12 @@ def _check_numbers(value, where="metrics"):
 def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root, tmp_path, monkeypatch):
     tiny_model.save_pretrained(tmp_path / "model")
     AttributeClassifier(channels=(8, 8, 8, 8)).save_pretrained(tmp_path / "classifier")
+    torch.manual_seed(1)
+    AttributeClassifier(channels=(8, 8, 8, 8)).save_pretrained(tmp_path / "guide")
     out, plot = tmp_path / "metrics.json", tmp_path / "kl.png"
     command = [sys.executable, "-m", "vae_demo.evaluate", "--model", str(tmp_path / "model")]
     command += ["--data", str(lfw_root), "--classifier", str(tmp_path / "classifier"), "--out", str(out)]
-    command += ["--samples", "64", "--pairs", "4", "--iwae-k", "4", "--kl-plot", str(plot)]
+    command += ["--guide", str(tmp_path / "guide"), "--samples", "64", "--pairs", "4", "--iwae-k", "4", "--kl-plot", str(plot)]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -264,8 +267,9 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
         assert set(values) == {"fd", "precision", "recall"} and values["fd"] >= 0
         assert 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1
     edits = metrics["edits"]
-    assert set(edits) == {"strength", "glasses", "smiling", "frame_light"}
-    for key in ("glasses", "smiling", "frame_light"):
+    assert set(edits) == {"strength", "glasses", "glasses_held", "smiling", "frame_light"}
+    assert edits["glasses_held"]["strength"] == HELD_GLASSES_STRENGTH
+    for key in ("glasses", "glasses_held", "smiling", "frame_light"):
         expected = {"n", "success", "reference_rate", "male_flips", "male_wrong_before", "male_wrong_after"}
         assert expected | {"glasses_before", "glasses_after"} <= set(edits[key])
     assert edits["glasses"]["n"] > 0 and edits["frame_light"]["n"] >= edits["frame_light"]["n_hand_labelled"]

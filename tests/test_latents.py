@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vae_demo.latents import arithmetic, edit, group_mean, interpolate, lerp, slerp, traversal
+from vae_demo.latents import arithmetic, edit, group_mean, hold, interpolate, lerp, slerp, traversal
 
 
 def test_slerp_is_exact_at_the_ends():
@@ -116,3 +116,27 @@ def test_a_models_own_showcase_settings_are_saved_and_used(tmp_path):
     z = torch.zeros(4)
     dark, light = studio.frame_colour_endpoints(z)  # levels +-0.5 around 0, spread 3 times apart
     assert torch.allclose(light - dark, 3.0 * torch.ones(4))
+
+
+def test_hold_puts_each_codes_reading_back_along_the_direction():
+    torch.manual_seed(0)
+    direction = torch.tensor([0.0, 1.0, 0.0])
+    weights = torch.tensor([0.5, 2.0, -1.0])
+
+    def read(z):  # grows along the direction, not linearly, and differently for each code
+        return torch.tanh(z @ weights / 4) * 4
+
+    z = torch.randn(16, 3) / 2
+    target = read(z) + torch.linspace(-1, 1, 16)  # each reachable within the reach
+    held = hold(read, z, target, direction, steps=6, reach=3.0)
+    assert torch.allclose(read(held), target, atol=1e-3)
+    assert torch.equal(held[:, [0, 2]], z[:, [0, 2]])  # only the direction's coordinate moves
+    near = hold(read, z, target, direction, steps=6, reach=0.1)
+    assert (near - z)[:, 1].abs().max() <= 0.1 + 1e-6  # no further than the reach
+
+
+def test_hold_copes_with_a_reading_that_does_not_move():
+    flat = lambda z: torch.zeros(len(z))  # noqa: E731
+    z = torch.ones(3, 2)
+    held = hold(flat, z, torch.ones(3), torch.tensor([1.0, 0.0]), reach=2.0)
+    assert held.isfinite().all() and (held[:, 0] - 1).abs().max() <= 2.0

@@ -87,16 +87,25 @@ class AttributeClassifier(nn.Module, PyTorchModelHubMixin, library_name="vae_dem
         """Features (B, channels[-1]) for images in [0, 1] or uint8, of any size."""
         return self.describe(x, batch_size)[0]
 
-    @torch.inference_mode()
     def describe(self, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (B, channels[-1]) and probabilities (B, len(attributes)), from one pass per batch.
 
         Images are uint8 or float in [0, 1]; those of another size than `image_size` are
         resized to it (antialiased bilinear). Results come back on the CPU.
         """
+        features, logits = self._read(x, batch_size)
+        return features, torch.sigmoid(logits)
+
+    def logits(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Logits (B, len(attributes)), read as `describe` reads images: unbounded, where
+        probabilities saturate, for holding a call's strength and not only its side."""
+        return self._read(x, batch_size)[1]
+
+    @torch.inference_mode()
+    def _read(self, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.eval()
         device = next(self.parameters()).device
-        features, probabilities = [], []
+        features, logits = [], []
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device)
             batch = uint8_to_float(batch) if batch.dtype == torch.uint8 else batch.float()
@@ -104,8 +113,8 @@ class AttributeClassifier(nn.Module, PyTorchModelHubMixin, library_name="vae_dem
                 batch = F.interpolate(batch, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
             h = self.features(batch)
             features.append(h.float().cpu())
-            probabilities.append(torch.sigmoid(self.head(h)).float().cpu())
-        return torch.cat(features), torch.cat(probabilities)
+            logits.append(self.head(h).float().cpu())
+        return torch.cat(features), torch.cat(logits)
 
 
 def load_local(

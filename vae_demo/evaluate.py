@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from vae_demo.classifier import AttributeClassifier, load_local
 from vae_demo.data import DataError, FaceData, load_split
+from vae_demo.guide import HELD_GLASSES_STRENGTH, KEPT, held_edit
 from vae_demo.images import EYE_BAND, eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import edit, interpolate
@@ -398,6 +399,7 @@ def edit_effect(
     batch_size: int,
     reference: torch.Tensor | None = None,
     male_labels: torch.Tensor | None = None,
+    guide: AttributeClassifier | None = None,
 ) -> dict:
     """How often an edit along `attribute`'s direction makes the classifier call it, flips sex, keeps glasses.
 
@@ -411,6 +413,8 @@ def edit_effect(
             already computed.
         male_labels: P(Male) in the data (N,), NaN where unknown; without it the
             `male_wrong_*` shares are None.
+        guide: A second classifier that holds the edit's Male logit (`guide.held_edit`);
+            without it the plain edit z + strength * direction.
     """
     names = classifier.attributes
     column = names.index(attribute)
@@ -419,8 +423,11 @@ def edit_effect(
         return dict.fromkeys((*keys, "glasses_before", "glasses_after")) | {"n": 0}
     if reference is None:
         _, reference = decode_and_classify(model, classifier, z, batch_size)
-    direction = model.latent_stats.directions[attribute]
-    _, edited = decode_and_classify(model, classifier, edit(z, direction, strength), batch_size)
+    if guide is None:
+        codes = edit(z, model.latent_stats.directions[attribute], strength)
+    else:
+        codes = held_edit(model, guide, z, {attribute: strength})
+    _, edited = decode_and_classify(model, classifier, codes, batch_size)
     flips = wrong_before = wrong_after = glasses_before = glasses_after = None
     if "Male" in names:
         male = names.index("Male")
@@ -476,12 +483,14 @@ def edit_metrics(
     mu: torch.Tensor,
     strength: float,
     batch_size: int = 128,
+    guide: AttributeClassifier | None = None,
 ) -> dict:
     """Add glasses and a smile to faces without, and lighten dark frames; see `edit_effect`.
 
     Glasses go on faces with P(Eyeglasses) < 0.1 in the data, a smile on faces with
-    P(Smiling) < 0.1, frames are lightened on `dark_framed` faces. A direction or classifier
-    output the model lacks gives None.
+    P(Smiling) < 0.1, frames are lightened on `dark_framed` faces. With a guide, the glasses
+    go on once more as a held edit (`guide.held_edit`) at `HELD_GLASSES_STRENGTH`, under
+    "glasses_held". A direction or classifier output the model lacks gives None.
     """
     directions = {} if model.latent_stats is None else model.latent_stats.directions
     nan = torch.full((len(mu),), float("nan"))
@@ -493,6 +502,10 @@ def edit_metrics(
         rows = data.attributes.get(attribute, nan) < EDIT_ABSENT
         male = data.attributes.get("Male", nan)[rows]
         results[key] = edit_effect(model, classifier, mu[rows], attribute, strength, batch_size, male_labels=male)
+        if key == "glasses" and guide is not None and KEPT in directions:
+            results["glasses_held"] = {"strength": HELD_GLASSES_STRENGTH} | edit_effect(
+                model, classifier, mu[rows], attribute, HELD_GLASSES_STRENGTH, batch_size, male_labels=male, guide=guide
+            )
     if "frame_light" not in directions or "frame_light" not in classifier.attributes:
         results["frame_light"] = None
         return results
@@ -664,6 +677,7 @@ def extended_metrics(
     seed: int = 0,
     batch_size: int = 128,
     codes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    guide: AttributeClassifier | None = None,
 ) -> dict:
     """The expensive metrics, for `python -m vae_demo.evaluate` (train.py does not run them).
 
@@ -679,6 +693,8 @@ def extended_metrics(
         seed: Of every random draw here.
         batch_size: Images (or codes) per forward pass.
         codes: The split's posterior means and log-variances, if already computed.
+        guide: The second classifier that steers held edits (`vae_demo.guide`); without one
+            there is no "glasses_held" edit.
 
     Returns:
         kl_per_dim, neg_iwae_nats, neg_iwae_bits_per_dim, iwae_k, n_samples, samples, kept
@@ -704,7 +720,7 @@ def extended_metrics(
         sample_metrics(model, classifier, real_features, samples, seed, batch_size) if samples else None
     )
     metrics["kept"] = kept_attribute_metrics(model, classifier, data, mu, real_probabilities, batch_size)
-    metrics["edits"] = edit_metrics(model, classifier, data, mu, DEFAULT_EDIT_STRENGTH, batch_size)
+    metrics["edits"] = edit_metrics(model, classifier, data, mu, DEFAULT_EDIT_STRENGTH, batch_size, guide)
     _progress(f"edits ({time.monotonic() - start:.0f} s): {json.dumps(metrics['edits'])}")
     metrics["interpolation"] = interpolation_metrics(model, classifier, mu, pairs, PATH_STEPS, seed, batch_size)
     metrics["showcase"] = showcase_metrics(
@@ -762,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the metrics JSON here too")
     parser.add_argument("--iwae-k", type=int, default=64, help="importance samples for the IWAE bound (0: skip)")
     parser.add_argument("--classifier", default="assets/classifier", help="attribute classifier folder")
+    parser.add_argument("--guide", default="assets/guide", help="second classifier, which steers held edits")
     parser.add_argument("--samples", type=int, default=2000, help="random faces per sampler setting")
     parser.add_argument("--pairs", type=int, default=200, help="random pairs of faces for interpolation paths")
     parser.add_argument("--kl-plot", default=None, help="write a PNG of the KL per latent dimension here")
@@ -795,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.batch_size,
         codes=(result.mu, result.logvar),
+        guide=load_local(args.guide, "no held edits", model.device) if classifier is not None else None,
     )
     metrics["classifier"] = args.classifier if classifier is not None else None
     if args.kl_plot:

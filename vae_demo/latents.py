@@ -14,7 +14,7 @@ Usage:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -79,6 +79,51 @@ def arithmetic(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], c: Sequence
 def edit(z: torch.Tensor, direction: torch.Tensor, strength: float) -> torch.Tensor:
     """Move codes along an attribute direction: z + strength * direction."""
     return z + strength * direction
+
+
+def hold(
+    read: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    target: torch.Tensor,
+    direction: torch.Tensor,
+    steps: int = 3,
+    reach: float = 1.0,
+) -> torch.Tensor:
+    """Move each code along `direction` until `read` gives back its target: z + c direction, one c per code.
+
+    An edit along one direction can change what another reads (drawn glasses change the sex
+    a classifier sees); this puts that reading back with the least change, along the
+    direction that moves it. It solves read(z + c direction) = target for each c by the
+    secant method, from c = 0 and a first step of 0.2 towards the target; where a step
+    barely changes the reading, the codes' median slope stands in for it.
+
+    Args:
+        read: Codes (N, D) -> scores (N,), growing along `direction`; called `steps` + 1 times.
+        z: Codes (N, D), already edited.
+        target: The scores (N,) to hold, read before the edit.
+        direction: The direction (D,) to move along.
+        steps: Secant steps after the first reading.
+        reach: The largest |c| allowed, in units of `direction`.
+
+    Returns:
+        Codes (N, D).
+
+    Usage:
+        >>> double = lambda z: 2 * z[:, 0]  # a reader linear in the first coordinate
+        >>> hold(double, torch.zeros(1, 2), torch.tensor([1.0]), torch.tensor([1.0, 0.0]))
+        tensor([[0.5000, 0.0000]])
+    """
+    c_old, miss_old = torch.zeros(len(z)), read(z) - target
+    c = (-0.2 * miss_old.sign()).clamp(-reach, reach)
+    for _ in range(steps):
+        miss = read(z + c[:, None] * direction) - target
+        moved = c - c_old
+        slope = (miss - miss_old) / moved.where(moved != 0, torch.ones(()))
+        usable = (slope > 1e-2) & (moved != 0)
+        typical = slope[usable].median() if usable.any() else torch.ones(())
+        slope = slope.where(usable, typical)
+        c_old, miss_old, c = c, miss, (c - miss / slope).clamp(-reach, reach)
+    return z + c[:, None] * direction
 
 
 def traversal(z: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from vae_demo.classifier import AttributeClassifier
 from vae_demo.evaluate import psnr
+from vae_demo.guide import KEPT, held_edit
 from vae_demo.images import FaceCrop, ImageError, face_crop, open_image, pil_to_tensor, tensor_to_pil
 from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import arithmetic, edit, interpolate, lerp, slerp
@@ -107,8 +109,15 @@ class Face:
 class Studio:
     """The model plus its latent statistics, examples and caches."""
 
-    def __init__(self, model: HubVAE, examples: list[Example] | None = None, cache_size: int = 256):
+    def __init__(
+        self,
+        model: HubVAE,
+        examples: list[Example] | None = None,
+        cache_size: int = 256,
+        guide: AttributeClassifier | None = None,
+    ):
         self.model = model.eval()
+        self.guide = guide  # steers held edits (vae_demo/guide.py); None: plain edits only
         if model.latent_stats is None:  # a model without statistics still samples from the prior
             dim = model.latent_dim
             model.latent_stats = LatentStats(mean=torch.zeros(dim), cov=torch.eye(dim))
@@ -232,11 +241,21 @@ class Studio:
         middle, half = (dark + light) / 2, spread * (light - dark) / 2
         return z + (middle - half - here) * unit, z + (middle + half - here) * unit
 
-    def attribute_edit(self, z: torch.Tensor, strengths: dict[str, float]) -> Image.Image:
-        """The face with each named direction added at its strength."""
+    @property
+    def can_hold(self) -> bool:
+        """Whether edits can keep the sex call: a guide and a direction to hold it along."""
+        return self.guide is not None and KEPT in self.stats.directions
+
+    def attribute_edit(self, z: torch.Tensor, strengths: dict[str, float], keep_sex: bool = False) -> Image.Image:
+        """The face with each named direction added at its strength; with `keep_sex`, a held
+        edit: the guide reads the same sex in it as in the face moved along Male alone."""
+        strengths = {name: float(strength) for name, strength in strengths.items() if strength}
+        for name in strengths:
+            self._direction(name)  # a clear message for a direction this model lacks
+        if keep_sex and self.can_hold:
+            return self.decode(held_edit(self.model, self.guide, z[None], strengths))[0]
         for name, strength in strengths.items():
-            if strength:
-                z = edit(z, self._direction(name), float(strength))
+            z = edit(z, self._direction(name), strength)
         return self.decode(z)[0]
 
     def arithmetic(self, a: list, b: list, c: list) -> tuple[Image.Image, list[Image.Image]]:

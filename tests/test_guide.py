@@ -1,0 +1,76 @@
+"""Held edits: a guide classifier steers an edit back to the sex call it started with."""
+
+import numpy as np
+import pytest
+import torch
+
+from vae_demo.evaluate import edit_effect
+from vae_demo.guide import held_edit
+from vae_demo.latent_stats import LatentStats
+from vae_demo.model import HubVAE
+from vae_demo.studio import Studio
+
+GLASSES, MALE = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+
+
+class Painter(HubVAE):
+    """Paints code entry 0 (glasses) into the red channel and entry 1 (sex) into green and blue."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device to report
+        self.image_size = 8
+        self.latent_stats = LatentStats(torch.zeros(2), torch.eye(2), {"Eyeglasses": GLASSES, "Male": MALE})
+
+    def decode(self, z):
+        return torch.stack([z[:, 0], z[:, 1], z[:, 1]], 1)[..., None, None].expand(-1, 3, 8, 8).clamp(0, 1)
+
+
+class GlassesLookMale:
+    """Reads glasses in red and sex in green, pushed towards male by glasses: the flips a held edit undoes."""
+
+    attributes = ["Eyeglasses", "Male"]
+
+    def logits(self, x, batch_size=256):
+        red, green = x[:, 0].mean((1, 2)), x[:, 1].mean((1, 2))
+        return torch.stack([8 * (red - 0.5), 8 * (green + 0.3 * red - 0.5)], 1)
+
+    def describe(self, x, batch_size=256):
+        return x.flatten(1), torch.sigmoid(self.logits(x))
+
+
+def test_a_held_edit_adds_the_direction_and_takes_back_what_the_guide_reads_as_sex():
+    faces = torch.tensor([[0.0, 0.2], [0.0, 0.3], [0.1, 0.45], [0.0, 0.8]])
+    held = held_edit(Painter(), GlassesLookMale(), faces, {"Eyeglasses": 0.6})
+    assert torch.allclose(held[:, 0], faces[:, 0] + 0.6)  # the glasses are all there
+    assert torch.allclose(held[:, 1], faces[:, 1] - 0.3 * 0.6, atol=1e-4)  # the guide's push undone
+
+
+def test_a_held_edit_keeps_what_the_kept_directions_own_slider_asks_for():
+    faces = torch.tensor([[0.0, 0.3]])
+    held = held_edit(Painter(), GlassesLookMale(), faces, {"Eyeglasses": 0.5, "Male": 0.2})
+    assert torch.allclose(held, torch.tensor([[0.5, 0.3 + 0.2 - 0.15]]), atol=1e-4)
+    alone = held_edit(Painter(), GlassesLookMale(), faces, {"Male": 0.2, "Eyeglasses": 0.0})
+    assert torch.equal(alone, faces + 0.2 * MALE)  # nothing else moved: nothing to hold
+
+
+def test_the_evaluation_counts_no_flips_where_the_guide_is_the_judge():
+    faces = torch.tensor([[0.0, 0.1], [0.0, 0.4], [0.0, 0.45], [0.0, 0.8]])  # two near the boundary
+    plain = edit_effect(Painter(), GlassesLookMale(), faces, "Eyeglasses", 1.0, 4)
+    held = edit_effect(Painter(), GlassesLookMale(), faces, "Eyeglasses", 1.0, 4, guide=GlassesLookMale())
+    assert plain["male_flips"] == 0.5 and held["male_flips"] == 0.0
+    assert plain["success"] == held["success"] == 1.0
+
+
+def test_the_studio_holds_the_sex_call_only_when_asked_and_able():
+    face = torch.tensor([0.0, 0.45])
+    able = Studio(Painter(), examples=[], guide=GlassesLookMale())
+    unable = Studio(Painter(), examples=[])
+    assert able.can_hold and not unable.can_hold
+    green = {
+        (name, keep): np.asarray(studio.attribute_edit(face, {"Eyeglasses": 0.5}, keep_sex=keep))[0, 0, 1]
+        for name, studio in (("able", able), ("unable", unable))
+        for keep in (False, True)
+    }
+    assert green[("able", False)] == green[("unable", False)] == green[("unable", True)]  # plain edits
+    assert green[("able", True)] == pytest.approx(255 * (0.45 - 0.15), abs=1.5)
