@@ -64,8 +64,15 @@ def main() -> int:
 
         photos = _altered_photos(args.repeats)
         client.predict(*SHOWCASE, 0.0, api_name="/showcase_prepare")
+        client.predict("Laura_Bush_0037.jpg", None, api_name="/edit_prepare")
+
+        def glasses_step(i: int, keep_sex: bool):  # the glasses slider, the other four at 0
+            return client.predict(1 + (i % 20) / 19, 0, 0, 0, 0, keep_sex, api_name="/edit")
+
         cases = {
             "showcase slider step": lambda i: client.predict((i % 20) / 19, api_name="/showcase_frame"),
+            "glasses slider step": lambda i: glasses_step(i, False),
+            "glasses slider step, keeping the sex call": lambda i: glasses_step(i, True),
             "sample of 16": lambda i: client.predict(i, 0.8, 16, "fitted", api_name="/sample"),
             "reconstruction (new photo)": lambda i: client.predict(
                 handle_file(str(photos[i])), None, api_name="/reconstruct"

@@ -38,8 +38,8 @@ from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.studio import Studio  # noqa: E402
 
 
-def percent(share: float | None) -> str:
-    return "n/a" if share is None else f"{100 * share:.0f}%"
+def percent(share: float | None, digits: int = 0) -> str:
+    return "n/a" if share is None else f"{100 * share:.{digits}f}%"
 
 
 def add_judged_edit_options(parser: argparse.ArgumentParser, split: str) -> None:
@@ -103,8 +103,9 @@ def main() -> int:
             effect = edit_effect(
                 model, classifier, mu[without], "Eyeglasses", strength, 128, male_labels=male, guide=steer
             )
-            wrong = f"{percent(effect['male_wrong_before'])} / {percent(effect['male_wrong_after'])}"
-            print(f"| {strength:g} | {percent(effect['success'])} | {percent(effect['male_flips'])} | {wrong} |")
+            wrong = f"{percent(effect['male_wrong_before'], 1)} / {percent(effect['male_wrong_after'], 1)}"
+            called, flips = percent(effect["success"], 1), percent(effect["male_flips"], 1)
+            print(f"| {strength:g} | {called} | {flips} | {wrong} |")  # a goal's 5% needs the tenths
         print()
 
     rows, reference, _ = dark_framed(model, classifier, data, mu)
