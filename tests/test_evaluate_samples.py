@@ -251,7 +251,8 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
     out, plot = tmp_path / "metrics.json", tmp_path / "kl.png"
     command = [sys.executable, "-m", "vae_demo.evaluate", "--model", str(tmp_path / "model")]
     command += ["--data", str(lfw_root), "--classifier", str(tmp_path / "classifier"), "--out", str(out)]
-    command += ["--guide", str(tmp_path / "guide"), "--samples", "64", "--pairs", "4", "--iwae-k", "4", "--kl-plot", str(plot)]
+    command += ["--guide", str(tmp_path / "guide"), "--samples", "64", "--pairs", "4", "--iwae-k", "4"]
+    command += ["--kl-plot", str(plot)]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
