@@ -6,7 +6,9 @@ Writes samples.png (fitted sampler, temperature 0.8, seed 0, and the same seeds 
 N(0, I) prior below them), reconstructions.png (test photos, glasses wearers first, each
 above its reconstruction), frame_colour.png (the showcase strip, dark to light, as the app opens),
 glasses_edit.png (test faces without glasses, women then men, with the glasses direction
-added at strengths 0, 1 and 1.5) and wearers.png (12 random confident test wearers, seed 1,
+added at strengths 0, 1 and 1.5), glasses_held.png (the same faces: reconstructions, the
+glasses direction added at the held edit's strength, and the held edit, which the guide
+classifier steers to keep the sex call) and wearers.png (12 random confident test wearers, seed 1,
 each photo above its reconstruction: are the glasses kept?).
 """
 
@@ -22,8 +24,10 @@ from torchvision.utils import save_image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import EDIT_ABSENT, GLASSES_CONFIDENT, posterior  # noqa: E402
+from vae_demo.guide import GUIDE_DIR, HELD_GLASSES_STRENGTH, held_edit  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import uint8_to_float  # noqa: E402
 from vae_demo.latents import edit, interpolate  # noqa: E402
@@ -66,6 +70,12 @@ def main() -> int:
         glasses = model.latent_stats.directions["Eyeglasses"]
         rows = [model.decode(edit(z, glasses, strength)) for strength in (0.0, 1.0, 1.5)]
         save_image(torch.cat(rows), out / "glasses_edit.png", nrow=n, padding=2, pad_value=1.0)
+        guide = load_local(GUIDE_DIR, "no glasses_held.png")
+        if guide is not None:
+            strengths = {"Eyeglasses": HELD_GLASSES_STRENGTH}
+            rows = [rows[0], model.decode(edit(z, glasses, HELD_GLASSES_STRENGTH))]
+            rows.append(model.decode(held_edit(model, guide, z, strengths)))
+            save_image(torch.cat(rows), out / "glasses_held.png", nrow=n, padding=2, pad_value=1.0)
 
         wearers = wearers[torch.randperm(len(wearers), generator=torch.Generator().manual_seed(1))[:12]]
         x = uint8_to_float(test.images[wearers])
