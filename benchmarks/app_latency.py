@@ -88,7 +88,7 @@ def main() -> int:
                 api_name="/arithmetic",
             ),  # fmt: skip
         }
-        rows = []
+        timings = {}
         for name, call in cases.items():
             call(0)  # warm-up
             times = []
@@ -96,16 +96,20 @@ def main() -> int:
                 tic = time.perf_counter()
                 call(i)
                 times.append((time.perf_counter() - tic) * 1000)
-            target = TARGETS_MS.get(name)
+            timings[name] = times
+        browser_times = _browser_slider_steps(f"http://127.0.0.1:{port}/", args.repeats)
+        if browser_times:  # the slider's target is for what a person feels, so the browser's row holds it
+            client_step = timings.pop("showcase slider step")
+            timings = {
+                "showcase slider step, in the browser": browser_times,
+                "showcase slider step, through gradio_client": client_step,
+            } | timings
+        rows = []
+        for name, times in timings.items():
+            target = TARGETS_MS.get(name.removesuffix(", in the browser"))
             median = statistics.median(times)
             verdict = "" if target is None else f"{target} ms ({'met' if median < target else 'missed'})"
             rows.append(f"| {name} | {median:.0f} | {percentile(times, 95):.0f} | {verdict} |")
-        browser_times = _browser_slider_steps(f"http://127.0.0.1:{port}/", args.repeats)
-        if browser_times:
-            median, target = statistics.median(browser_times), TARGETS_MS["showcase slider step"]
-            verdict = f"{target} ms ({'met' if median < target else 'missed'})"
-            rows.insert(1, f"| showcase slider step, in the browser | {median:.0f} | "
-                           f"{percentile(browser_times, 95):.0f} | {verdict} |")  # fmt: skip
         peak = memory_mb(app.pid)
     finally:
         app.terminate()
