@@ -110,3 +110,19 @@ def test_balancing_needs_every_group():
     photos = confounded_photos({(1, 1): 5, (0, 0): 5})
     with pytest.raises(ValueError, match="a group is empty"):
         balance_head(AttributeClassifier(channels=(8,), image_size=8), photos, "Male", "Eyeglasses")
+
+
+def test_training_command_writes_a_model_card_with_its_metrics_and_settings(lfw_root, tmp_path):
+    argv = ["--data", str(lfw_root), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "32", "--seed", "5"]
+    assert main(argv) == 0
+    card = (tmp_path / "README.md").read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert card.startswith("---\nlibrary_name: vae_demo")
+    assert "PytorchModelHubMixin" not in card  # the Hub's boilerplate card is replaced
+    for name, scores in metrics["test"].items():
+        assert f"| {name} | {scores['auc']:.3f} | {scores['accuracy']:.3f} |" in card
+    assert f"{metrics['test']['Male']['groups']['not Male, Eyeglasses']:.0%}" in card
+    assert '"seed": 5' in card and "Inception" in card
+
+    assert main(["--data", str(lfw_root), "--out", str(tmp_path), "--balance-only"]) == 0
+    assert "refit the balanced heads only" in (tmp_path / "README.md").read_text()

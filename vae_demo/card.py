@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from torch import nn
+
 from vae_demo.images import EYE_Y
 from vae_demo.model import HubVAE, count_parameters
 
@@ -142,3 +144,93 @@ image and the decoder variance set to its optimum on the validation split.
 """
     (folder / "README.md").write_text(text)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def write_classifier_card(folder: Path, model: nn.Module, metrics: dict, settings: dict) -> None:
+    """Write README.md (with Hub front matter) for a saved attribute classifier folder.
+
+    Args:
+        folder: Where `save_pretrained` put the classifier; its metrics.json is written beside.
+        model: The `AttributeClassifier` (typed loosely: this module must not import its own user).
+        metrics: `{"val": report, "test": report, "test_blur2": report}`, as `classifier.report` makes them.
+        settings: The training command's arguments, for the reader who wants to train it again.
+    """
+    names = list(model.attributes)
+    rows = [
+        "| attribute | test AUC | test accuracy | test AUC, photos blurred by 2 px | val AUC | test photos |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        test, val = metrics["test"][name], metrics["val"][name]
+        blurred = metrics.get("test_blur2", {}).get(name, {}).get("auc", float("nan"))
+        rows.append(
+            f"| {name} | {test['auc']:.3f} | {test['accuracy']:.3f} | {blurred:.3f} | {val['auc']:.3f} | {test['n']} |"
+        )
+    balanced = [name for name in names if "groups" in metrics["test"][name]]
+    group_lines = []
+    for name in balanced:
+        groups = metrics["test"][name]["groups"]
+        group_lines += [
+            f"\n`{name}` called right in each group of the test split (its head refit with the groups weighing"
+            " the same, deep feature reweighting; Kirichenko, Izmailov & Wilson 2023):\n",
+            "| " + " | ".join(groups) + " |",
+            "|" + "---|" * len(groups),
+            "| " + " | ".join("–" if v is None else f"{v:.0%}" for v in groups.values()) + " |",
+        ]
+    size = model.image_size
+    text = f"""---
+library_name: vae_demo
+license: mit
+tags:
+- faces
+- attributes
+- pytorch_model_hub_mixin
+---
+
+# Face attribute classifier ({size} x {size})
+
+A small convolutional network from vae_demo (Face VAE Studio) that reads {", ".join(names)}
+from an aligned face crop. vae_demo measures its VAEs' samples, edits and interpolation paths
+with it, and a twin trained with another seed steers the held edits. Its penultimate
+activations ({model.head[-1].in_features} numbers) are the feature space for the evaluation's
+Frechet distance and precision/recall: our own features, not Inception's, so those figures
+compare models within vae_demo only.
+
+```python
+from vae_demo.classifier import AttributeClassifier
+
+clf = AttributeClassifier.from_pretrained("path/or/repo-id")
+probabilities = clf.predict(images)  # uint8 or float in [0, 1], (B, 3, {size}, {size}); one column per attribute
+```
+
+## Data
+The train split of `{settings.get("data", "?")}`. The attribute probabilities are soft targets.
+`frame_light` (light rather than dark frames) is trained on the hand labels only. Photos are
+flipped and blurred at random (up to {settings.get("max_blur", "?")} px), because VAE pictures
+are soft. The epoch with the best mean val AUC is kept.
+
+## Metrics
+Confident labels only (probability > 0.5 is positive; frames: the hand labels).
+
+{chr(10).join(rows)}
+{chr(10).join(group_lines)}
+
+{count_parameters(model):,} parameters.
+
+## Training settings
+{_refit_note(settings)}`python -m vae_demo.classifier` with:
+```json
+{json.dumps(settings, indent=2)}
+```
+"""
+    (folder / "README.md").write_text(text)
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _refit_note(settings: dict) -> str:
+    if not settings.get("balance_only"):
+        return ""
+    return (
+        "The last run refit the balanced heads only (`--balance-only`), on the features of the classifier"
+        " already in this folder: it was trained by an earlier run, whose settings may differ from those below.\n\n"
+    )

@@ -29,6 +29,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from vae_demo.card import write_classifier_card
 from vae_demo.images import uint8_to_float
 
 ATTRIBUTES = ("Eyeglasses", "Male", "Smiling", "Young", "frame_light")
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{attribute} head refit over {confounder}, groups weighted equally: {counts}", flush=True)
     metrics = {"val": report(model, val), "test": report(model, test), "test_blur2": report(model, test, 2.0)}
     model.save_pretrained(args.out)
-    (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_classifier_card(Path(args.out), model, metrics, settings=vars(args))
     print(json.dumps(metrics["test"], indent=2))
     return 0
 
