@@ -142,7 +142,11 @@ image and the decoder variance set to its optimum on the validation split.
 {settings}
 ```
 """
-    (folder / "README.md").write_text(text)
+    _write(folder, text, metrics)
+
+
+def _write(folder: Path, card: str, metrics: dict) -> None:
+    (folder / "README.md").write_text(card)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -151,7 +155,7 @@ def write_classifier_card(folder: Path, model: nn.Module, metrics: dict, setting
 
     Args:
         folder: Where `save_pretrained` put the classifier; its metrics.json is written beside.
-        model: The `AttributeClassifier` (typed loosely: this module must not import its own user).
+        model: The `AttributeClassifier` (typed as a module: `vae_demo.classifier` imports this one).
         metrics: `{"val": report, "test": report, "test_blur2": report}`, as `classifier.report` makes them.
         settings: The training command's arguments, for the reader who wants to train it again.
     """
@@ -162,14 +166,15 @@ def write_classifier_card(folder: Path, model: nn.Module, metrics: dict, setting
     ]
     for name in names:
         test, val = metrics["test"][name], metrics["val"][name]
-        blurred = metrics.get("test_blur2", {}).get(name, {}).get("auc", float("nan"))
+        blurred = metrics["test_blur2"][name]["auc"]
         rows.append(
             f"| {name} | {test['auc']:.3f} | {test['accuracy']:.3f} | {blurred:.3f} | {val['auc']:.3f} | {test['n']} |"
         )
-    balanced = [name for name in names if "groups" in metrics["test"][name]]
     group_lines = []
-    for name in balanced:
-        groups = metrics["test"][name]["groups"]
+    for name in names:
+        groups = metrics["test"][name].get("groups")  # only balanced heads have them
+        if groups is None:
+            continue
         group_lines += [
             f"\n`{name}` called right in each group of the test split (its head refit with the groups weighing"
             " the same, deep feature reweighting; Kirichenko, Izmailov & Wilson 2023):\n",
@@ -204,9 +209,9 @@ probabilities = clf.predict(images)  # uint8 or float in [0, 1], (B, 3, {size}, 
 ```
 
 ## Data
-The train split of `{settings.get("data", "?")}`. The attribute probabilities are soft targets.
+The train split of `{settings["data"]}`. The attribute probabilities are soft targets.
 `frame_light` (light rather than dark frames) is trained on the hand labels only. Photos are
-flipped and blurred at random (up to {settings.get("max_blur", "?")} px), because VAE pictures
+flipped and blurred at random (up to {settings["max_blur"]} px), because VAE pictures
 are soft. The epoch with the best mean val AUC is kept.
 
 ## Metrics
@@ -223,8 +228,7 @@ Confident labels only (probability > 0.5 is positive; frames: the hand labels).
 {json.dumps(settings, indent=2)}
 ```
 """
-    (folder / "README.md").write_text(text)
-    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    _write(folder, text, metrics)
 
 
 def _refit_note(settings: dict) -> str:
