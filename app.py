@@ -213,6 +213,12 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
     def edit_prepare(example, upload):
         return studio.face(photo(upload, example)).z
 
+    @user_errors
+    def own_strength(z):
+        if z is None:
+            raise ImageError("pick a face first")
+        return studio.own_strength(z), True
+
     def edit_frame(z, *strengths_then_keep_sex):
         if z is None:
             return None
@@ -357,6 +363,15 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                         ),
                         elem_id="keep-sex",
                     )
+                    own_button = gr.Button(
+                        "Just enough glasses",
+                        interactive=studio.can_hold and "Eyeglasses" in studio.directions,
+                        elem_id="own-strength",
+                    )
+                    gr.Markdown(
+                        "Sets the glasses slider to the least strength at which the guide sees glasses in this"
+                        " face, with its sex call kept: faces that take glasses readily get less change."
+                    )
                 edited = face_view("Edited face", "edited-image", height=384)
             edit_code = gr.State()
 
@@ -434,6 +449,11 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
         keep_sex.input(edit_frame, edit_inputs, edited, api_name=False)
         for i, slider in enumerate(sliders):
             slider.input(edit_frame, edit_inputs, edited, api_name="edit" if i == 0 else False, **LIVE)
+        if "Eyeglasses" in studio.directions:
+            glasses_slider = sliders[studio.directions.index("Eyeglasses")]
+            own_button.click(own_strength, edit_code, [glasses_slider, keep_sex], api_name="own_strength").then(
+                edit_frame, edit_inputs, edited, api_name=False
+            )
     return demo
 
 

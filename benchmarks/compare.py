@@ -65,6 +65,8 @@ ROWS = (  # path in the evaluation JSON (keys joined by /), label, format
     ("edits/glasses/male_wrong_after", "glasses edit: sex calls against the data's labels, after ↓", "{:.0%}"),
     ("edits/glasses_held/success", "held glasses edit (the guide steers it): called glasses ↑", "{:.0%}"),
     ("edits/glasses_held/male_flips", "held glasses edit: male call flips ↓", "{:.0%}"),
+    ("edits/glasses_own_strength/success", "held glasses edit, own strengths: called glasses ↑", "{:.0%}"),
+    ("edits/glasses_own_strength/male_flips", "held glasses edit, own strengths: male call flips ↓", "{:.0%}"),
     ("edits/smiling/success", "smile edit: called smiling ↑", "{:.0%}"),
     ("edits/frame_light/success", "frame edit: dark called light ↑", "{:.0%}"),
     ("edits/frame_light/glasses_after", "frame edit: still called glasses ↑", "{:.0%}"),

@@ -8,7 +8,8 @@ Prints three tables for one model, judged by the bundled attribute classifier on
    called "glasses", the share whose male/female call flips, and the share whose call
    contradicts the data's label before and after the edit (faces sure of their sex there);
    then the same for the held edit, which the guide classifier steers to keep the sex call
-   (`vae_demo.guide`; the strength the evaluation holds is HELD_GLASSES_STRENGTH there).
+   (`vae_demo.guide`; the strength the evaluation holds is HELD_GLASSES_STRENGTH there), and
+   the held edit with each face at its own strength (`guide.own_strengths`, for each `--seen`).
 2. The frame-colour direction added at the same strengths to dark-framed faces (as the
    evaluation picks them): the share called light-framed, and still called "glasses".
 3. The showcase's direction mode (`Studio.frame_colour_endpoints`) for each hand-labelled
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import dark_framed, edit_effect, faces_without, posterior, showcase_metrics  # noqa: E402
+from vae_demo.guide import OWN_STRENGTH_GRID, SEEN, own_strengths  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.studio import Studio  # noqa: E402
 
@@ -71,6 +73,13 @@ def main() -> int:
         help="second classifier, which steers the held glasses edits ('' skips them; default: %(default)s)",
     )
     parser.add_argument(
+        "--seen",
+        type=float,
+        nargs="+",
+        default=[SEEN],
+        help="the guide's P(glasses) that sets each face's own strength (default: %(default)s)",
+    )
+    parser.add_argument(
         "--showcase-glasses",
         type=float,
         nargs="+",
@@ -106,6 +115,19 @@ def main() -> int:
             wrong = f"{percent(effect['male_wrong_before'], 1)} / {percent(effect['male_wrong_after'], 1)}"
             called, flips = percent(effect["success"], 1), percent(effect["male_flips"], 1)
             print(f"| {strength:g} | {called} | {flips} | {wrong} |")  # a goal's 5% needs the tenths
+        print()
+    if guide is not None:
+        print(f"Held glasses edit, each face at its own strength (the least of {OWN_STRENGTH_GRID} at which")
+        print("the guide's P(glasses) passes SEEN), on the same faces\n")
+        print("| seen | mean strength | at the largest | called glasses | male call flips", end=" ")
+        print("| male call wrong: before / after |\n|---|---|---|---|---|---|")
+        for seen in args.seen:
+            own = own_strengths(model, guide, mu[without], "Eyeglasses", seen)
+            effect = edit_effect(model, classifier, mu[without], "Eyeglasses", own, 128, male_labels=male, guide=guide)
+            wrong = f"{percent(effect['male_wrong_before'], 1)} / {percent(effect['male_wrong_after'], 1)}"
+            top = percent(float((own == OWN_STRENGTH_GRID[-1]).double().mean()), 1)
+            called, flips = percent(effect["success"], 1), percent(effect["male_flips"], 1)
+            print(f"| {seen:g} | {own.mean():.2f} | {top} | {called} | {flips} | {wrong} |")
         print()
 
     rows, reference, _ = dark_framed(model, classifier, data, mu)

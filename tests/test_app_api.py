@@ -13,6 +13,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from vae_demo.guide import OWN_STRENGTH_GRID
+
 
 def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
@@ -97,6 +99,12 @@ def test_attribute_sliders_change_the_face(client):
     assert np.array_equal(pixels(plain), pixels(client.predict(0, 0, 0, 0, 0, True, api_name="/edit")))
     held = client.predict(1.5, 0, 0, 0, 0, True, api_name="/edit")  # the bundled guide steers it
     assert np.abs(pixels(held) - pixels(glasses)).mean() > 0.5
+
+
+def test_just_enough_glasses_sets_the_slider_to_a_strength_on_the_grid_and_keeps_the_sex_call(client):
+    client.predict("Laura_Bush_0037.jpg", None, api_name="/edit_prepare")
+    strength, keep_sex = client.predict(api_name="/own_strength")
+    assert strength in OWN_STRENGTH_GRID and keep_sex is True
 
 
 def _bad_uploads(tmp_path: Path) -> dict[str, Path]:

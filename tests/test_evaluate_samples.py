@@ -30,7 +30,7 @@ from vae_demo.evaluate import (
     spearman,
     summarize,
 )
-from vae_demo.guide import HELD_GLASSES_STRENGTH
+from vae_demo.guide import HELD_GLASSES_STRENGTH, OWN_STRENGTH_GRID, SEEN
 from vae_demo.images import eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import ConvVAE, HubVAE
@@ -268,9 +268,12 @@ def test_evaluate_command_measures_samples_edits_and_paths(tiny_model, lfw_root,
         assert set(values) == {"fd", "precision", "recall"} and values["fd"] >= 0
         assert 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1
     edits = metrics["edits"]
-    assert set(edits) == {"strength", "glasses", "glasses_held", "smiling", "frame_light"}
+    assert set(edits) == {"strength", "glasses", "glasses_held", "glasses_own_strength", "smiling", "frame_light"}
     assert edits["glasses_held"]["strength"] == HELD_GLASSES_STRENGTH
-    for key in ("glasses", "glasses_held", "smiling", "frame_light"):
+    own = edits["glasses_own_strength"]
+    assert own["seen"] == SEEN and own["n"] == edits["glasses"]["n"]
+    assert OWN_STRENGTH_GRID[0] <= own["mean_strength"] <= OWN_STRENGTH_GRID[-1] and 0 <= own["at_largest"] <= 1
+    for key in ("glasses", "glasses_held", "glasses_own_strength", "smiling", "frame_light"):
         expected = {"n", "success", "reference_rate", "male_flips", "male_wrong_before", "male_wrong_after"}
         assert expected | {"glasses_before", "glasses_after"} <= set(edits[key])
     assert edits["glasses"]["n"] > 0 and edits["frame_light"]["n"] >= edits["frame_light"]["n_hand_labelled"]

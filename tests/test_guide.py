@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from vae_demo.evaluate import edit_effect
-from vae_demo.guide import held_edit
+from vae_demo.guide import held_edit, own_strengths
+from vae_demo.images import ImageError
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import HubVAE
 from vae_demo.studio import Studio
@@ -74,3 +75,23 @@ def test_the_studio_holds_the_sex_call_only_when_asked_and_able():
     }
     assert green[("able", False)] == green[("unable", False)] == green[("unable", True)]  # plain edits
     assert green[("able", True)] == pytest.approx(255 * (0.45 - 0.15), abs=1.5)
+
+
+def test_each_face_gets_the_least_strength_at_which_the_guide_sees_glasses():
+    # The guide's P(glasses) is sigmoid(8 (red - 0.5)), red the glasses entry: P > 0.65 from red 0.58 on.
+    faces = torch.tensor([[0.0, 0.3], [0.3, 0.3], [0.55, 0.3], [-2.0, 0.3]])
+    grid = (0.25, 0.5, 0.75, 1.0)
+    own = own_strengths(Painter(), GlassesLookMale(), faces, seen=0.65, grid=grid)
+    assert own.tolist() == [0.75, 0.5, 0.25, 1.0]  # the last never gets there: the grid's largest
+    assert own_strengths(Painter(), GlassesLookMale(), faces[:2], seen=0.99, grid=grid).tolist() == [1.0, 1.0]
+    held = held_edit(Painter(), GlassesLookMale(), faces, {"Eyeglasses": own})
+    assert torch.allclose(held[:, 0], faces[:, 0] + own)  # one strength per face, each held
+    red_added = (faces[:3, 0] + own[:3]).clamp(0, 1) - faces[:3, 0]
+    assert torch.allclose(held[:3, 1], faces[:3, 1] - 0.3 * red_added, atol=1e-3)  # and the guide's push undone
+
+
+def test_the_studio_finds_a_face_its_own_strength_only_with_a_guide():
+    face = torch.tensor([0.0, 0.3])
+    assert Studio(Painter(), examples=[], guide=GlassesLookMale()).own_strength(face) == 1.0
+    with pytest.raises(ImageError, match="guide"):
+        Studio(Painter(), examples=[]).own_strength(face)

@@ -63,6 +63,13 @@ def test_group_mean_needs_an_image():
         group_mean([])
 
 
+def test_an_edit_takes_one_strength_for_all_codes_or_one_per_code():
+    z, direction = torch.zeros(3, 2), torch.tensor([1.0, 2.0])
+    assert torch.equal(edit(z, direction, 0.5), torch.tensor([[0.5, 1.0]] * 3))
+    per_code = edit(z, direction, torch.tensor([0.0, 1.0, -1.0]))
+    assert torch.equal(per_code, torch.tensor([[0.0, 0.0], [1.0, 2.0], [-1.0, -2.0]]))
+
+
 def test_edit_and_traversal_move_along_the_direction():
     z, d = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0])
     assert torch.equal(edit(z, d, 2.0), torch.tensor([2.0, 2.0]))

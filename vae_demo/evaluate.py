@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from vae_demo.classifier import AttributeClassifier, load_local
 from vae_demo.data import DataError, FaceData, load_split
-from vae_demo.guide import HELD_GLASSES_STRENGTH, KEPT, held_edit
+from vae_demo.guide import HELD_GLASSES_STRENGTH, KEPT, OWN_STRENGTH_GRID, SEEN, held_edit, own_strengths
 from vae_demo.images import EYE_BAND, eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import edit, interpolate
@@ -395,7 +395,7 @@ def edit_effect(
     classifier: AttributeClassifier,
     z: torch.Tensor,
     attribute: str,
-    strength: float,
+    strength: float | torch.Tensor,
     batch_size: int,
     reference: torch.Tensor | None = None,
     male_labels: torch.Tensor | None = None,
@@ -409,6 +409,7 @@ def edit_effect(
 
     Args:
         z: Codes (N, D) of the faces to edit.
+        strength: One for all faces, or one per face (N,).
         reference: Classifier probabilities (N, A) of their unedited reconstructions, if
             already computed.
         male_labels: P(Male) in the data (N,), NaN where unknown; without it the
@@ -490,7 +491,8 @@ def edit_metrics(
     Glasses go on faces with P(Eyeglasses) < 0.1 in the data, a smile on faces with
     P(Smiling) < 0.1, frames are lightened on `dark_framed` faces. With a guide, the glasses
     go on once more as a held edit (`guide.held_edit`) at `HELD_GLASSES_STRENGTH`, under
-    "glasses_held". A direction or classifier output the model lacks gives None.
+    "glasses_held", and again with each face at its own strength (`guide.own_strengths`),
+    under "glasses_own_strength". A direction or classifier output the model lacks gives None.
     """
     directions = {} if model.latent_stats is None else model.latent_stats.directions
     nan = torch.full((len(mu),), float("nan"))
@@ -506,6 +508,12 @@ def edit_metrics(
             results["glasses_held"] = {"strength": HELD_GLASSES_STRENGTH} | edit_effect(
                 model, classifier, mu[rows], attribute, HELD_GLASSES_STRENGTH, batch_size, male_labels=male, guide=guide
             )
+            own = own_strengths(model, guide, mu[rows], attribute)
+            results["glasses_own_strength"] = {
+                "seen": SEEN,
+                "mean_strength": own.mean().item() if len(own) else None,
+                "at_largest": _share(own == OWN_STRENGTH_GRID[-1]),
+            } | edit_effect(model, classifier, mu[rows], attribute, own, batch_size, male_labels=male, guide=guide)
     if "frame_light" not in directions or "frame_light" not in classifier.attributes:
         results["frame_light"] = None
         return results
@@ -694,7 +702,7 @@ def extended_metrics(
         batch_size: Images (or codes) per forward pass.
         codes: The split's posterior means and log-variances, if already computed.
         guide: The second classifier that steers held edits (`vae_demo.guide`); without one
-            there is no "glasses_held" edit.
+            there are no "glasses_held" and "glasses_own_strength" edits.
 
     Returns:
         kl_per_dim, neg_iwae_nats, neg_iwae_bits_per_dim, iwae_k, n_samples, samples, kept

@@ -76,9 +76,13 @@ def arithmetic(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], c: Sequence
     return group_mean(a) - group_mean(b) + group_mean(c)
 
 
-def edit(z: torch.Tensor, direction: torch.Tensor, strength: float) -> torch.Tensor:
-    """Move codes along an attribute direction: z + strength * direction."""
-    return z + strength * direction
+def edit(z: torch.Tensor, direction: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+    """Move codes along an attribute direction: z + strength * direction.
+
+    `strength` is one number for all codes (N, D), or one per code (N,).
+    """
+    strength = torch.as_tensor(strength, dtype=z.dtype, device=z.device)
+    return z + (strength[:, None] if strength.dim() == 1 else strength) * direction
 
 
 def hold(

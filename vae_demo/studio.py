@@ -26,7 +26,7 @@ from PIL import Image
 
 from vae_demo.classifier import AttributeClassifier
 from vae_demo.evaluate import psnr
-from vae_demo.guide import KEPT, held_edit
+from vae_demo.guide import KEPT, held_edit, own_strengths
 from vae_demo.images import FaceCrop, ImageError, face_crop, open_image, pil_to_tensor, tensor_to_pil
 from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import arithmetic, edit, interpolate, lerp, slerp
@@ -257,6 +257,13 @@ class Studio:
         for name, strength in strengths.items():
             z = edit(z, self._direction(name), strength)
         return self.decode(z)[0]
+
+    def own_strength(self, z: torch.Tensor, attribute: str = "Eyeglasses") -> float:
+        """The least slider strength at which the guide sees `attribute` in this face's held edit."""
+        self._direction(attribute)
+        if not self.can_hold:
+            raise ImageError("finding a face's own strength needs the guide classifier (assets/guide)")
+        return float(own_strengths(self.model, self.guide, z[None], attribute)[0])
 
     def arithmetic(self, a: list, b: list, c: list) -> tuple[Image.Image, list[Image.Image]]:
         """mean(A) - mean(B) + mean(C) from groups of examples or files; also the three group means."""
