@@ -348,7 +348,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                     edit_example = gr.Dropdown(examples, value=no_glasses[0][1], label="Face")
                     edit_upload = PhotoInput(label="…or your own photo", type="filepath", height=160)
                     sliders = [
-                        gr.Slider(*EDIT_RANGE, value=0, step=0.05, label=DIRECTION_LABELS[name])
+                        gr.Slider(*EDIT_RANGE, value=0, step=0.05, label=DIRECTION_LABELS[name], elem_id=f"edit-{name}")
                         for name in studio.directions
                     ]
                     keep_sex = gr.Checkbox(

@@ -111,6 +111,16 @@ def test_attribute_arithmetic(page, shots):
     page.screenshot(path=shots / "arithmetic.png", full_page=True)
 
 
+def test_just_enough_glasses_moves_the_glasses_slider_and_draws_them(page, shots):
+    open_tab(page, "Attribute arithmetic")
+    before = image_src(page, "edited-image")
+    page.locator("#own-strength").click()
+    wait_for_new_src(page, "edited-image", before)
+    assert float(page.locator("#edit-Eyeglasses input[type=number]").input_value()) >= 1
+    assert page.locator("#keep-sex input[type=checkbox]").is_checked()
+    page.screenshot(path=shots / "just_enough_glasses.png", full_page=True)
+
+
 def test_about_names_the_weights(page, shots):
     open_tab(page, "About")
     text = page.locator("#about").inner_text()
