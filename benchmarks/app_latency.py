@@ -73,6 +73,7 @@ def main() -> int:
             "showcase slider step": lambda i: client.predict((i % 20) / 19, api_name="/showcase_frame"),
             "glasses slider step": lambda i: glasses_step(i, False),
             "glasses slider step, keeping the sex call": lambda i: glasses_step(i, True),
+            "just enough glasses (the face's own strength)": lambda i: client.predict(api_name="/own_strength"),
             "sample of 16": lambda i: client.predict(i, 0.8, 16, "fitted", api_name="/sample"),
             "reconstruction (new photo)": lambda i: client.predict(
                 handle_file(str(photos[i])), None, api_name="/reconstruct"

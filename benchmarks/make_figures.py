@@ -7,8 +7,9 @@ N(0, I) prior below them), reconstructions.png (test photos, glasses wearers fir
 above its reconstruction), frame_colour.png (the showcase strip, dark to light, as the app opens),
 glasses_edit.png (test faces without glasses, women then men, with the glasses direction
 added at strengths 0, 1 and 1.5), glasses_held.png (the same faces: reconstructions, the
-glasses direction added at the held edit's strength, and the held edit, which the guide
-classifier steers to keep the sex call) and wearers.png (12 random confident test wearers, seed 1,
+glasses direction added at the held edit's strength, the held edit, which the guide
+classifier steers to keep the sex call, and the held edit at each face's own strength, the
+least at which the guide sees glasses) and wearers.png (12 random confident test wearers, seed 1,
 each photo above its reconstruction: are the glasses kept?).
 """
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import EDIT_ABSENT, GLASSES_CONFIDENT, posterior  # noqa: E402
-from vae_demo.guide import GUIDE_DIR, HELD_GLASSES_STRENGTH, held_edit  # noqa: E402
+from vae_demo.guide import GUIDE_DIR, HELD_GLASSES_STRENGTH, held_edit, own_strengths  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import uint8_to_float  # noqa: E402
 from vae_demo.latents import edit, interpolate  # noqa: E402
@@ -75,6 +76,8 @@ def main() -> int:
             strengths = {"Eyeglasses": HELD_GLASSES_STRENGTH}
             rows = [rows[0], model.decode(edit(z, glasses, HELD_GLASSES_STRENGTH))]
             rows.append(model.decode(held_edit(model, guide, z, strengths)))
+            own = {"Eyeglasses": own_strengths(model, guide, z)}
+            rows.append(model.decode(held_edit(model, guide, z, own)))
             save_image(torch.cat(rows), out / "glasses_held.png", nrow=n, padding=2, pad_value=1.0)
 
         wearers = wearers[torch.randperm(len(wearers), generator=torch.Generator().manual_seed(1))[:12]]
