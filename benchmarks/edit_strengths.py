@@ -44,6 +44,15 @@ def percent(share: float | None, digits: int = 0) -> str:
     return "n/a" if share is None else f"{100 * share:.{digits}f}%"
 
 
+GLASSES_COLUMNS = "called glasses | male call flips | male call wrong: before / after"
+
+
+def glasses_cells(effect: dict) -> str:
+    """The GLASSES_COLUMNS of one glasses edit (`edit_effect`), in tenths of a percent: a goal's 5% needs them."""
+    wrong = f"{percent(effect['male_wrong_before'], 1)} / {percent(effect['male_wrong_after'], 1)}"
+    return f"{percent(effect['success'], 1)} | {percent(effect['male_flips'], 1)} | {wrong}"
+
+
 def add_judged_edit_options(parser: argparse.ArgumentParser, split: str) -> None:
     """The options of every benchmark that edits faces and judges them: model, data, judge, faces."""
     parser.add_argument("--model", default="assets/model", help="model folder (default: %(default)s)")
@@ -106,28 +115,22 @@ def main() -> int:
     for title, steer in ((plain, None), (held, guide)):
         if title is held and guide is None:
             continue
-        print(f"{title}\n\n| strength | called glasses | male call flips | male call wrong: before / after |")
-        print("|---|---|---|---|")
+        print(f"{title}\n\n| strength | {GLASSES_COLUMNS} |\n|---|---|---|---|")
         for strength in args.strengths:
             effect = edit_effect(
                 model, classifier, mu[without], "Eyeglasses", strength, 128, male_labels=male, guide=steer
             )
-            wrong = f"{percent(effect['male_wrong_before'], 1)} / {percent(effect['male_wrong_after'], 1)}"
-            called, flips = percent(effect["success"], 1), percent(effect["male_flips"], 1)
-            print(f"| {strength:g} | {called} | {flips} | {wrong} |")  # a goal's 5% needs the tenths
+            print(f"| {strength:g} | {glasses_cells(effect)} |")
         print()
     if guide is not None:
         print(f"Held glasses edit, each face at its own strength (the least of {OWN_STRENGTH_GRID} at which")
-        print("the guide's P(glasses) passes SEEN), on the same faces\n")
-        print("| seen | mean strength | at the largest | called glasses | male call flips", end=" ")
-        print("| male call wrong: before / after |\n|---|---|---|---|---|---|")
+        print("the guide's P(glasses) passes the level `seen`), on the same faces\n")
+        print(f"| seen | mean strength | at the largest | {GLASSES_COLUMNS} |\n|---|---|---|---|---|---|")
         for seen in args.seen:
             own = own_strengths(model, guide, mu[without], "Eyeglasses", seen)
             effect = edit_effect(model, classifier, mu[without], "Eyeglasses", own, 128, male_labels=male, guide=guide)
-            wrong = f"{percent(effect['male_wrong_before'], 1)} / {percent(effect['male_wrong_after'], 1)}"
             top = percent(float((own == OWN_STRENGTH_GRID[-1]).double().mean()), 1)
-            called, flips = percent(effect["success"], 1), percent(effect["male_flips"], 1)
-            print(f"| {seen:g} | {own.mean():.2f} | {top} | {called} | {flips} | {wrong} |")
+            print(f"| {seen:g} | {own.mean():.2f} | {top} | {glasses_cells(effect)} |")
         print()
 
     rows, reference, _ = dark_framed(model, classifier, data, mu)
