@@ -265,11 +265,15 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                 temperature = gr.Slider(0.1, 1.5, value=0.8, step=0.05, label="Temperature (spread)")
                 count = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="How many")
                 sampler = gr.Radio(
-                    [("Fitted to training faces", "fitted"), ("N(0, I) prior", "prior")],
+                    [
+                        ("Learned prior (fitted to training faces)", "fitted"),
+                        ("N(0, I), the training's prior", "prior"),
+                    ],
                     value="fitted",
                     label="Sampler",
-                    info="Fitted: a Gaussian fitted to the codes of training faces. Prior: the N(0, I) the "
-                    "training pulls codes towards; the codes fill only part of it, so its draws are rarely faces.",
+                    info="Learned prior: a Gaussian fitted to the codes of training faces after training, the prior "
+                    "our likelihood figures use. N(0, I): the prior the training pulls codes towards; the codes "
+                    "fill only part of it, so its draws are rarely faces.",
                 )
             with gr.Row():
                 sample_button = gr.Button("Sample", variant="primary", elem_id="sample-button")
@@ -471,10 +475,13 @@ def about_text(choice: ModelChoice) -> str:
             ("psnr", "PSNR (dB)", "{:.2f}"),
             ("ssim", "SSIM", "{:.3f}"),
             ("neg_elbo_bits_per_dim", "negative ELBO (bits/dim)", "{:.3f}"),
+            ("neg_elbo_fitted_prior_bits_per_dim", "negative ELBO with the learned prior (bits/dim)", "{:.3f}"),
             ("active_units", "active latent units", "{}"),
             ("n_images", "images", "{}"),
         ):
-            lines.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
+            values = [metrics[s].get(key) for s in splits]
+            if any(v is not None for v in values):  # older cards lack the learned prior's row
+                lines.append(f"| {label} | " + " | ".join("–" if v is None else fmt.format(v) for v in values) + " |")
     lines += [
         "",
         "## Training data",

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
-from torch.distributions import Normal
+from torch.distributions import MultivariateNormal, Normal
 
 from vae_demo.classifier import AttributeClassifier
 from vae_demo.data import FaceData, load_split
@@ -34,7 +34,7 @@ from vae_demo.guide import HELD_GLASSES_STRENGTH, OWN_STRENGTH_GRID, SEEN
 from vae_demo.images import eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import ConvVAE, HubVAE
-from vae_demo.objective import kl_to_standard_normal, negative_elbo
+from vae_demo.objective import kl_to_standard_normal, negative_elbo, standard_normal_log_prob
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def tiny_model(lfw_root) -> ConvVAE:
         loss.backward()
         optimizer.step()
     model.eval()
-    codes = posterior(model, train.images)[0]
-    model.latent_stats = LatentStats.fit(codes, train.attributes, train.frame_light)
+    codes, logvar = posterior(model, train.images)
+    model.latent_stats = LatentStats.fit(codes, train.attributes, train.frame_light, logvar=logvar)
     return model
 
 
@@ -66,7 +66,10 @@ def split_images(lfw_root) -> torch.Tensor:
 def test_iwae_matches_a_direct_computation(tiny_model, split_images):
     # batch_size 5 with k = 4: decoder chunks of 5 codes straddle images.
     k, log_sigma, batch_size = 4, -2.0, 5
-    bound = iwae_bound(tiny_model, split_images, log_sigma, k, batch_size=batch_size, seed=3)
+    stats = tiny_model.latent_stats
+    priors = {"standard": standard_normal_log_prob, "fitted": stats.log_prob}
+    bounds = iwae_bound(tiny_model, split_images, log_sigma, k, batch_size=batch_size, seed=3, priors=priors)
+    fitted_prior = MultivariateNormal(stats.mean.double(), scale_tril=stats.cholesky(torch.float64))
     generator = torch.Generator().manual_seed(3)
     eps = torch.cat(
         [torch.randn((len(split_images[i : i + batch_size]), k, 8), generator=generator) for i in range(0, 24, 5)]
@@ -75,29 +78,41 @@ def test_iwae_matches_a_direct_computation(tiny_model, split_images):
     with torch.no_grad():
         mu, logvar = tiny_model.encode(x)
         std = torch.exp(0.5 * logvar)
-        expected = []
+        expected = {"standard": [], "fitted": []}
         for n in range(len(x)):
             z = mu[n] + std[n] * eps[n]  # (k, D)
             log_likelihood = Normal(tiny_model.decode(z), math.exp(log_sigma)).log_prob(x[n]).flatten(1).sum(1)
-            log_prior = Normal(0.0, 1.0).log_prob(z).sum(1)
             log_posterior = Normal(mu[n], std[n]).log_prob(z).sum(1)
-            log_w = (log_likelihood + log_prior - log_posterior).double()
-            expected.append(torch.logsumexp(log_w, 0) - math.log(k))
-    assert torch.allclose(bound, torch.stack(expected), rtol=1e-5, atol=1e-2)
-    assert torch.equal(bound, iwae_bound(tiny_model, split_images, log_sigma, k, batch_size=batch_size, seed=3))
+            log_priors = {"standard": Normal(0.0, 1.0).log_prob(z).sum(1), "fitted": fitted_prior.log_prob(z.double())}
+            for name, log_prior in log_priors.items():
+                log_w = log_likelihood.double() + log_prior.double() - log_posterior.double()
+                expected[name].append(torch.logsumexp(log_w, 0) - math.log(k))
+    for name, bound in bounds.items():
+        assert torch.allclose(bound, torch.stack(expected[name]), rtol=1e-5, atol=1e-2), name
+    # The codes lie off the middle of N(0, I), so the fitted prior explains them better.
+    assert bounds["fitted"].mean() > bounds["standard"].mean()
+    again = iwae_bound(tiny_model, split_images, log_sigma, k, batch_size=batch_size, seed=3)
+    assert list(again) == ["standard"] and torch.equal(again["standard"], bounds["standard"])
 
 
 def test_iwae_is_below_the_elbo_and_tightens_with_k(tiny_model, split_images):
     result = model_pass(tiny_model, split_images, seed=0)
     metrics = summarize(result)
     log_sigma = metrics["decoder_log_sigma"]
-    one = -iwae_bound(tiny_model, split_images, log_sigma, 1, seed=0).mean().item()
-    sixteen = -iwae_bound(tiny_model, split_images, log_sigma, 16, seed=0).mean().item()
-    # k = 1 draws the same noise as model_pass: the same reconstruction term, and a Monte Carlo
-    # estimate of the KL instead of its closed form, so the two differ by KL noise only.
-    assert one == pytest.approx(metrics["neg_elbo_nats"], abs=0.2 * metrics["kl_nats"])
-    assert math.isfinite(sixteen) and sixteen < one
-    assert sixteen <= metrics["neg_elbo_nats"] + 1.0
+    priors = {"standard": standard_normal_log_prob, "fitted_prior": tiny_model.latent_stats.log_prob}
+    one = iwae_bound(tiny_model, split_images, log_sigma, 1, seed=0, priors=priors)
+    sixteen = iwae_bound(tiny_model, split_images, log_sigma, 16, seed=0, priors=priors)
+    metrics |= summarize(result, stats=tiny_model.latent_stats)
+    for name, key in (("standard", "neg_elbo_nats"), ("fitted_prior", "neg_elbo_fitted_prior_nats")):
+        kl = metrics["kl_nats" if name == "standard" else "kl_fitted_prior_nats"]
+        one_bound, sixteen_bound = -one[name].mean().item(), -sixteen[name].mean().item()
+        # k = 1 draws the same noise as model_pass: the same reconstruction term, and a Monte
+        # Carlo estimate of the KL instead of its closed form, so the two differ by KL noise only.
+        assert one_bound == pytest.approx(metrics[key], abs=0.2 * kl), name
+        assert math.isfinite(sixteen_bound) and sixteen_bound < one_bound
+        assert sixteen_bound <= metrics[key] + 1.0
+    assert metrics["neg_elbo_fitted_prior_nats"] < metrics["neg_elbo_nats"]
+    assert summarize(result)["neg_elbo_fitted_prior_nats"] is None
 
 
 def test_kl_per_dim_adds_up_to_the_kl():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.distributions import Normal
 
 from vae_demo.card import latent_stats_section
 from vae_demo.evaluate import PassResult, psnr, ssim, summarize
@@ -15,6 +16,7 @@ from vae_demo.latent_stats import (
     compute_directions,
     direction_groups,
 )
+from vae_demo.objective import kl_to_standard_normal
 
 
 def test_psnr_of_a_known_error():
@@ -61,6 +63,23 @@ def test_fitted_sampler_reproduces_the_code_distribution():
     assert stats.sample(4, "prior").shape == (4, 3)
     prior = stats.sample(5000, "prior", temperature=0.5, generator=torch.Generator().manual_seed(2))
     assert prior.std().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_the_learned_prior_is_the_aggregate_posterior_and_beats_the_standard_normal():
+    # Posteriors off the middle of N(0, I), with correlated means and small variances.
+    torch.manual_seed(0)
+    mu = torch.randn(5000, 3) @ torch.tensor([[1.5, 0.0, 0.0], [1.2, 0.4, 0.0], [0.0, 0.0, 0.3]]) + 2
+    logvar = torch.full_like(mu, math.log(0.04))
+    stats = LatentStats.fit(mu, logvar=logvar)
+    # Cov(mu) + E[diag sigma^2]: the moments of the mixture of the posteriors.
+    assert torch.allclose(stats.cov, torch.cov(mu.T) + 0.04 * torch.eye(3), atol=1e-5)
+    z = mu + 0.2 * torch.randn_like(mu)  # draws from the aggregate posterior
+    assert torch.allclose(stats.sample(20_000).mean(0), z.mean(0), atol=0.05)
+    kl_learned, kl_standard = stats.kl(mu, logvar).mean(), kl_to_standard_normal(mu, logvar).mean()
+    assert 0 < kl_learned < kl_standard
+    # The closed-form KL agrees with its Monte Carlo estimate through the prior's density.
+    log_q = Normal(mu, 0.2).log_prob(z).sum(1)
+    assert (log_q - stats.log_prob(z)).mean().item() == pytest.approx(kl_learned.item(), abs=0.05)
 
 
 def test_attribute_direction_is_balanced_over_confounders():

@@ -4,17 +4,20 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Normal
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from vae_demo.model import reparameterize
 from vae_demo.objective import (
     bits_per_dim,
     eye_precision,
+    gaussian_log_prob,
     gaussian_nll,
+    kl_to_gaussian,
     kl_to_standard_normal,
     kl_warmup,
     negative_elbo,
     optimal_log_sigma,
+    standard_normal_log_prob,
 )
 
 
@@ -31,6 +34,35 @@ def test_closed_form_kl_matches_monte_carlo():
 
 def test_kl_is_zero_at_the_prior():
     assert kl_to_standard_normal(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() == 0
+
+
+def random_gaussian(dims: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mean (D,) and the Cholesky factor (D, D) of a correlated covariance."""
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(dims, dims, generator=generator, dtype=torch.float64)
+    return torch.randn(dims, generator=generator, dtype=torch.float64), torch.linalg.cholesky(
+        a @ a.T / dims + 0.1 * torch.eye(dims, dtype=torch.float64)
+    )
+
+
+def test_kl_to_a_full_gaussian_matches_torch_distributions():
+    mean, scale_tril = random_gaussian(6, seed=1)
+    mu, logvar = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    q = MultivariateNormal(mu, scale_tril=torch.diag_embed(torch.exp(0.5 * logvar)))  # diagonal
+    expected = kl_divergence(q, MultivariateNormal(mean, scale_tril=scale_tril))
+    assert torch.allclose(kl_to_gaussian(mu, logvar, mean, scale_tril), expected, rtol=1e-9)
+    # The standard normal is the special case the training objective uses.
+    assert torch.allclose(
+        kl_to_gaussian(mu, logvar, torch.zeros(6).double(), torch.eye(6).double()), kl_to_standard_normal(mu, logvar)
+    )
+
+
+def test_gaussian_log_densities_match_torch_distributions():
+    mean, scale_tril = random_gaussian(5, seed=2)
+    z = torch.randn(7, 5, dtype=torch.float64)
+    expected = MultivariateNormal(mean, scale_tril=scale_tril).log_prob(z)
+    assert torch.allclose(gaussian_log_prob(z, mean, scale_tril), expected, rtol=1e-9)
+    assert torch.allclose(standard_normal_log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(1), rtol=1e-9)
 
 
 def test_gradients_flow_through_the_reparameterisation():

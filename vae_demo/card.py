@@ -21,6 +21,8 @@ ROWS = (
     ("mse", "MSE", "{:.5f}"),
     ("neg_elbo_bits_per_dim", "negative ELBO (bits/dim, 8-bit)", "{:.3f}"),
     ("kl_nats", "KL (nats)", "{:.0f}"),
+    ("neg_elbo_fitted_prior_bits_per_dim", "negative ELBO with the learned prior (bits/dim)", "{:.3f}"),
+    ("kl_fitted_prior_nats", "KL to the learned prior (nats)", "{:.0f}"),
     ("active_units", "active units", "{}"),
     ("n_images", "images", "{}"),
 )
@@ -47,7 +49,8 @@ def latent_stats_section(info: dict[str, dict], showcase: dict[str, float] | Non
             line += " in pictures"
         lines.append(line)
     return f"""## Latent statistics
-`latent_stats.safetensors`: mean and covariance of the training codes (the "fitted" sampler)
+`latent_stats.safetensors`: mean and covariance of the training codes (the learned prior,
+which the "fitted" sampler draws from)
 and attribute directions (difference of mean codes of confident positives and negatives):
 
 {chr(10).join(lines) or "- none"}
@@ -85,7 +88,8 @@ def write_model_card(folder: Path, model: HubVAE, cfg: dict, metrics: dict, stat
     splits = list(metrics)
     table = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for key, label, fmt in ROWS:
-        table.append(f"| {label} | " + " | ".join(fmt.format(metrics[s][key]) for s in splits) + " |")
+        values = [metrics[s].get(key) for s in splits]
+        table.append(f"| {label} | " + " | ".join("–" if v is None else fmt.format(v) for v in values) + " |")
     stats = model.latent_stats
     stats_section = latent_stats_section(stats.info, stats.showcase) if stats is not None else latent_stats_section({})
     resumed = "".join(f"\nResumed {change}." for change in state.get("changes", []))

@@ -22,7 +22,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from vae_demo.objective import (
     gaussian_nll_from_squared_error,
     kl_per_dimension,
     kl_to_standard_normal,
+    standard_normal_log_prob,
 )
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: a unit is active if Var_x(E_q[z_j]) > 0.01
@@ -51,6 +52,7 @@ PATH_STEPS = 16  # codes per interpolation path, endpoints included
 MAX_SHOWCASE_PAIRS = 200
 EDIT_ABSENT = 0.1  # faces "without" an attribute, for edits that add it: P < 0.1 in the data
 GLASSES_CONFIDENT = 0.9
+LogDensity = Callable[[torch.Tensor], torch.Tensor]  # codes (M, D) -> log p(z) (M,)
 SURE_OF_SEX = 0.4  # faces whose P(Male) in the data is < 0.1 or > 0.9, for sex calls right or wrong
 
 
@@ -126,15 +128,28 @@ def model_pass(model: HubVAE, images: torch.Tensor, batch_size: int = 128, seed:
     return PassResult(**{k: torch.cat(v).cpu() for k, v in out.items()}, dims=images[0].numel())
 
 
-def summarize(result: PassResult, log_sigma: float | None = None) -> dict:
-    """The metrics JSON for one pass; log_sigma defaults to this split's own optimum."""
+def summarize(result: PassResult, log_sigma: float | None = None, stats: LatentStats | None = None) -> dict:
+    """The metrics JSON for one pass; log_sigma defaults to this split's own optimum.
+
+    With the model's latent statistics, the negative ELBO is also reported with their fitted
+    Gaussian as the prior (the `*_fitted_prior_*` keys; None without them).
+    """
     if log_sigma is None:
         log_sigma = result.optimal_log_sigma()
     d = result.dims
     kl = result.kl
     nll = gaussian_nll_from_squared_error(result.sampled_squared_error, d, log_sigma)
     neg_elbo = (nll + kl.double()).mean().item()
-    return {
+    fitted = dict.fromkeys(("kl_fitted_prior_nats", "neg_elbo_fitted_prior_nats", "neg_elbo_fitted_prior_bits_per_dim"))
+    if stats is not None:
+        kl_fitted = stats.kl(result.mu, result.logvar)
+        neg_elbo_fitted = (nll + kl_fitted).mean().item()
+        fitted = {
+            "kl_fitted_prior_nats": kl_fitted.mean().item(),
+            "neg_elbo_fitted_prior_nats": neg_elbo_fitted,
+            "neg_elbo_fitted_prior_bits_per_dim": bits_per_dim(neg_elbo_fitted, d),
+        }
+    return fitted | {
         "psnr": result.psnr.mean().item(),
         "eye_band_psnr": result.eye_band_psnr.mean().item(),
         "ssim": result.ssim.mean().item(),
@@ -153,7 +168,7 @@ def evaluate(
     model: HubVAE, images: torch.Tensor, sigma_images: torch.Tensor | None = None, batch_size: int = 128
 ) -> dict:
     """Metrics on `images`, with the decoder variance at its optimum on `sigma_images` (or on `images`)."""
-    return summarize(*_pass_and_sigma(model, images, sigma_images, batch_size))
+    return summarize(*_pass_and_sigma(model, images, sigma_images, batch_size), stats=model.latent_stats)
 
 
 def _pass_and_sigma(
@@ -190,14 +205,21 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def iwae_bound(
-    model: HubVAE, images: torch.Tensor, log_sigma: float, k: int, batch_size: int = 128, seed: int = 0
-) -> torch.Tensor:
-    """The importance-weighted bound on log p(x) per image (N,), in nats (Burda et al. 2016).
+    model: HubVAE,
+    images: torch.Tensor,
+    log_sigma: float,
+    k: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    priors: dict[str, LogDensity] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The importance-weighted bound on log p(x) per image (N,) for each prior, in nats (Burda et al. 2016).
 
         log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x)
 
     It never exceeds log p(x), tightens as k grows, and for k = 1 is a one-sample ELBO
-    estimate. p(x|z) is the Gaussian decoder with the shared std exp(log_sigma).
+    estimate. p(x|z) is the Gaussian decoder with the shared std exp(log_sigma). Every prior
+    weighs the same samples, so a second prior costs no decoder passes.
 
     Args:
         model: The VAE.
@@ -207,26 +229,33 @@ def iwae_bound(
         batch_size: Images per encoder batch, and codes per decoder batch, so memory stays
             bounded whatever k is.
         seed: Of a private generator: the same seed gives the same bound.
+        priors: Name -> log p(z) of codes (M, D); default {"standard": N(0, I)}.
+
+    Returns:
+        Name -> the bound per image (N,).
     """
     model.eval()
+    priors = priors or {"standard": standard_normal_log_prob}
     generator = torch.Generator().manual_seed(seed)
     dims = images[0].numel()
-    bounds = []
+    bounds = {name: [] for name in priors}
     for start in range(0, len(images), batch_size):
         x = uint8_to_float(images[start : start + batch_size]).to(model.device)
         mu, logvar = (t.float() for t in model.encode(x))
         eps = torch.randn((len(x), k, mu.shape[1]), generator=generator).to(mu.device)
         z = (mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps).flatten(0, 1)  # (B k, D), image-major
-        # log p(z) - log q(z|x) in closed form: (z - mu) / sigma is eps, and the 2 pi terms cancel.
-        log_ratio = -0.5 * (z.double().view_as(eps).pow(2) - eps.double().pow(2) - logvar.double()[:, None]).sum(-1)
+        # log q(z|x): (z - mu) / sigma is eps.
+        log_q = standard_normal_log_prob(eps.double()) - 0.5 * logvar.double().sum(-1)[:, None]  # (B, k)
         squared_error = []
         for i in range(0, len(z), batch_size):
             rows = torch.arange(i, min(i + batch_size, len(z)), device=x.device) // k
             squared_error.append((model.decode(z[i : i + batch_size]).float() - x[rows]).pow(2).flatten(1).sum(1))
         nll = gaussian_nll_from_squared_error(torch.cat(squared_error).double(), dims, log_sigma).view(len(x), k)
-        bounds.append((torch.logsumexp(log_ratio - nll, dim=1) - math.log(k)).cpu())
+        for name, log_prior in priors.items():
+            log_weight = log_prior(z.double().cpu()).view(len(x), k) - log_q.cpu() - nll.cpu()
+            bounds[name].append(torch.logsumexp(log_weight, dim=1) - math.log(k))
         _progress(f"IWAE (k={k}): {min(start + batch_size, len(images))}/{len(images)} images")
-    return torch.cat(bounds)
+    return {name: torch.cat(parts) for name, parts in bounds.items()}
 
 
 @torch.no_grad()
@@ -257,7 +286,7 @@ def fit_latent_stats(model: HubVAE, data: FaceData, classifier: AttributeClassif
     """
     # Codes only: `model_pass` would also draw two reconstructions per face and score them,
     # and the classifier's calls below decode the codes once more anyway.
-    codes, _ = posterior(model, data.images)
+    codes, logvar = posterior(model, data.images)
     shown = None if classifier is None else reconstruction_calls(model, classifier, codes)
     return LatentStats.fit(
         codes,
@@ -267,6 +296,7 @@ def fit_latent_stats(model: HubVAE, data: FaceData, classifier: AttributeClassif
         eye_cells=model.cells_over(EYE_BAND),
         decode=lambda z: model.decode(z.to(model.device)),
         eye_rows=eye_band(model.image_size),
+        logvar=logvar,
     )
 
 
@@ -705,20 +735,25 @@ def extended_metrics(
             there are no "glasses_held" and "glasses_own_strength" edits.
 
     Returns:
-        kl_per_dim, neg_iwae_nats, neg_iwae_bits_per_dim, iwae_k, n_samples, samples, kept
-        (attributes kept in reconstructions), edits, interpolation and showcase.
+        kl_per_dim, neg_iwae_nats, neg_iwae_bits_per_dim (and the same with the fitted prior:
+        neg_iwae_fitted_prior_*), iwae_k, n_samples, samples, kept (attributes kept in
+        reconstructions), edits, interpolation and showcase.
     """
     from vae_demo.studio import DEFAULT_EDIT_STRENGTH  # here: studio imports this module
 
     start = time.monotonic()
     mu, logvar = codes if codes is not None else posterior(model, data.images, batch_size)
     metrics: dict = {"kl_per_dim": kl_per_dim(mu, logvar).tolist(), "iwae_k": iwae_k}
-    neg_iwae = None
-    if iwae_k > 0:
-        neg_iwae = -iwae_bound(model, data.images, log_sigma, iwae_k, batch_size, seed).mean().item()
+    priors = {"standard": standard_normal_log_prob}
+    if model.latent_stats is not None:
+        priors["fitted_prior"] = model.latent_stats.log_prob
+    bounds = iwae_bound(model, data.images, log_sigma, iwae_k, batch_size, seed, priors) if iwae_k > 0 else {}
     dims = data.images[0].numel()
-    metrics["neg_iwae_nats"] = neg_iwae
-    metrics["neg_iwae_bits_per_dim"] = None if neg_iwae is None else bits_per_dim(neg_iwae, dims)
+    for name in ("standard", "fitted_prior"):
+        neg_iwae = -bounds[name].mean().item() if name in bounds else None
+        suffix = "" if name == "standard" else f"_{name}"
+        metrics[f"neg_iwae{suffix}_nats"] = neg_iwae
+        metrics[f"neg_iwae{suffix}_bits_per_dim"] = None if neg_iwae is None else bits_per_dim(neg_iwae, dims)
     metrics["n_samples"] = samples
     if classifier is None:
         return metrics | dict.fromkeys(("samples", "kept", "edits", "interpolation", "showcase"))
@@ -807,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = load_local(args.classifier, "skipping samples, edits and paths", model.device)
     _progress(f"{len(data)} {args.split} images; reconstructions and negative ELBO")
     result, log_sigma = _pass_and_sigma(model, data.images, sigma_images, args.batch_size)
-    metrics = summarize(result, log_sigma)
+    metrics = summarize(result, log_sigma, model.latent_stats)
     metrics |= {"split": args.split, "sigma_split": args.sigma_split if sigma_images is not None else args.split}
     metrics |= extended_metrics(
         model,

@@ -5,6 +5,14 @@ N(mean, cov) of the training set's posterior means. With a small decoder varianc
 aggregate posterior covers only part of the prior, so prior samples fall where the decoder
 saw no codes (grey blurs); the fitted sampler stays where it did.
 
+The fitted Gaussian is also a learned prior, fitted after training (empirical Bayes): the
+decoder with p(z) = N(mean, cov) is a generative model whose samples are the fitted
+sampler's at temperature 1, and whose ELBO (`kl`, `log_prob`) is tighter than with N(0, I).
+It is the aggregate posterior's Gaussian, mean E[mu] and covariance Cov(mu) + E[diag sigma^2]:
+of all Gaussian priors, the one that makes the ELBO's KL term smallest on the codes it is
+fitted to. (For the bundled model the posterior variances are small beside the spread of the
+means, 0.006 against 1.08 per entry, so it samples almost as the means' Gaussian did.)
+
 Attribute directions are differences of mean codes of confident positives and negatives,
 balanced over confounders (Tom White, "Sampling Generative Networks", 2016): the glasses
 direction takes as many men as women on both sides, so that adding glasses does not also
@@ -40,6 +48,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vae_demo.objective import gaussian_log_prob, kl_to_gaussian
+
 LATENT_STATS_FILE = "latent_stats.safetensors"
 SAMPLERS = ("fitted", "prior")
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (B, D) -> pictures (B, C, H, W) in [0, 1]
@@ -55,7 +65,7 @@ class LatentStats:
     """
 
     mean: torch.Tensor  # (D,)
-    cov: torch.Tensor  # (D, D)
+    cov: torch.Tensor  # (D, D): Cov(mu) + E[diag sigma^2], or Cov(mu) where fitted without the variances
     directions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (D,)
     info: dict[str, dict] = field(default_factory=dict)  # name -> how it was computed
     # The showcase's settings for these directions, {"glasses": strength, "spread": s}, chosen
@@ -72,12 +82,18 @@ class LatentStats:
         eye_cells: torch.Tensor | None = None,
         decode: Decoder | None = None,
         eye_rows: slice | None = None,
+        logvar: torch.Tensor | None = None,
     ) -> LatentStats:
-        """Mean and covariance of codes (N, D), and attribute directions where labels are given.
+        """The Gaussian of codes (N, D), and attribute directions where labels are given.
 
+        `codes` are the posterior means; with their log-variances `logvar` (N, D) the Gaussian
+        is the aggregate posterior's (the ELBO's best Gaussian prior), without them the means'.
         `shown`, `eye_cells`, `decode` and `eye_rows` are passed on to `compute_directions`.
         """
-        stats = cls(mean=codes.double().mean(0).float(), cov=torch.cov(codes.double().T).float())
+        cov = torch.cov(codes.double().T)
+        if logvar is not None:
+            cov += torch.diag(logvar.double().exp().mean(0))
+        stats = cls(mean=codes.double().mean(0).float(), cov=cov.float())
         if attributes:
             stats.directions, stats.info = compute_directions(
                 codes, attributes, frame_light, shown, eye_cells=eye_cells, decode=decode, eye_rows=eye_rows
@@ -99,9 +115,19 @@ class LatentStats:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         return self.mean + eps @ self.cholesky().T
 
-    def cholesky(self) -> torch.Tensor:
+    def cholesky(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The fitted Gaussian's scale L (D, D), lower triangular: what `sample` draws with."""
         jitter = 1e-5 * self.cov.diagonal().mean()
-        return torch.linalg.cholesky(self.cov.double() + jitter * torch.eye(len(self.cov), dtype=torch.float64)).float()
+        cov = self.cov.double() + jitter * torch.eye(len(self.cov), dtype=torch.float64)
+        return torch.linalg.cholesky(cov).to(dtype)
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || N(mean, cov)) per posterior (N,), in nats: the ELBO's KL with the fitted prior."""
+        return kl_to_gaussian(mu.double(), logvar.double(), self.mean.double(), self.cholesky(torch.float64))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; mean, cov) per code (M,): the fitted prior's density, for importance weights."""
+        return gaussian_log_prob(z.double(), self.mean.double(), self.cholesky(torch.float64))
 
     def save(self, path: str | Path) -> None:
         tensors = {"mean": self.mean.contiguous(), "cov": self.cov.contiguous()}

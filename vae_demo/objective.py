@@ -3,6 +3,9 @@
     -ELBO(x) = E_q(z|x)[-log p(x|z)]  +  KL(q(z|x) || N(0, I))
                reconstruction            regulariser (closed form)
 
+Training is against N(0, I). Afterwards the model's prior can be the Gaussian fitted to its
+codes (`kl_to_gaussian`; `LatentStats` in latent_stats.py), which bounds log p(x) more tightly.
+
 The expectation is estimated with one reparameterised sample z = mu + sigma * eps, so its
 gradient flows into the encoder. Every term is summed over pixels (or latent dimensions)
 and averaged over the batch, so numbers are nats per image.
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 LOG_256 = math.log(256.0)
+LOG_2PI = math.log(2 * math.pi)
 FIXED_LOG_SIGMA = math.log(math.sqrt(0.5))  # sigma^2 = 1/2: the NLL is the summed MSE plus a constant
 
 
@@ -63,6 +67,39 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return kl_per_dimension(mu, logvar).sum(dim=1)
 
 
+def kl_to_gaussian(
+    mu: torch.Tensor, logvar: torch.Tensor, mean: torch.Tensor, scale_tril: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(mean, L L^T)) per example, shape (B,): a learned Gaussian prior.
+
+    Closed form, with S = L L^T and sigma^2 = exp(logvar):
+        KL = 1/2 * (tr(S^-1 diag sigma^2) + (mean - mu)^T S^-1 (mean - mu) - D + log det S - sum log sigma^2)
+    With mean 0 and L = I it is `kl_to_standard_normal`.
+
+    Args:
+        mu, logvar: Posterior parameters, (B, D).
+        mean: The prior's mean, (D,).
+        scale_tril: Its covariance's lower Cholesky factor L, (D, D).
+    """
+    dims = mu.shape[1]
+    inverse = torch.linalg.solve_triangular(scale_tril, torch.eye(dims, dtype=scale_tril.dtype), upper=False)
+    trace = logvar.exp() @ inverse.pow(2).sum(0)  # diag(S^-1)_j = sum_i (L^-1)_ij^2
+    mahalanobis = ((mu - mean) @ inverse.T).pow(2).sum(1)  # |L^-1 (mu - mean)|^2
+    log_det = 2 * scale_tril.diagonal().log().sum()
+    return 0.5 * (trace + mahalanobis - dims + log_det - logvar.sum(1))
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) per row, shape (M,)."""
+    return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * LOG_2PI)
+
+
+def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, L L^T) per row, shape (M,)."""
+    whitened = torch.linalg.solve_triangular(scale_tril, (z - mean).T, upper=False).T  # L^-1 (z - mean)
+    return standard_normal_log_prob(whitened) - scale_tril.diagonal().log().sum()
+
+
 def gaussian_nll(
     x: torch.Tensor, x_hat: torch.Tensor, log_sigma: torch.Tensor, precision: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -84,7 +121,7 @@ def gaussian_nll(
 def gaussian_nll_from_squared_error(squared_error: torch.Tensor, dims: int, log_sigma) -> torch.Tensor:
     """-log N with one shared sigma, from each example's squared error summed over its `dims` values."""
     log_sigma = torch.as_tensor(log_sigma, dtype=squared_error.dtype)
-    return squared_error / (2 * torch.exp(2 * log_sigma)) + dims * (log_sigma + 0.5 * math.log(2 * math.pi))
+    return squared_error / (2 * torch.exp(2 * log_sigma)) + dims * (log_sigma + 0.5 * LOG_2PI)
 
 
 def optimal_log_sigma(x: torch.Tensor, x_hat: torch.Tensor, precision: torch.Tensor | None = None) -> torch.Tensor:
