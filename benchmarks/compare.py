@@ -18,7 +18,11 @@ the val split), and the script writes to OUT:
 
 Re-running with the same --out resumes unfinished runs from their checkpoints, and
 evaluates again only models whose weights are newer than their evaluation;
---report-only writes the report from the runs and evaluations as they are.
+--report-only writes the report from the runs and evaluations as they are, and --train
+trains only the runs it names (the report takes in every run found in OUT), so that a new
+"ours" can meet baselines trained before:
+
+    python benchmarks/compare.py --minutes 90 --out runs/race --train seed seed_mlp
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ def main() -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="no training: report on the runs as they are (default: off)"
     )
+    parser.add_argument(
+        "--train", nargs="+", choices=list(RUNS), default=list(RUNS), help="runs to train (default: all of them)"
+    )
     parser.add_argument("extra", nargs="*", help="more train.py flags for every run, after --")
     args = parser.parse_args()
 
@@ -98,14 +105,18 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only and not train_all(args, out):
         return 1
-    curves = {name: read_curve(out / name / "metrics.jsonl") for name in RUNS}
-    results = {name: evaluate(name, args, out) | {"minutes": curves[name][-1][0]} for name in RUNS}
+    names = [name for name in RUNS if (out / name / "model").is_dir()]
+    if "ours" not in names:
+        print(f"error: no finished run of ours in {out}; train it (--train ours)", file=sys.stderr)
+        return 1
+    curves = {name: read_curve(out / name / "metrics.jsonl") for name in names}
+    results = {name: evaluate(name, args, out) | {"minutes": curves[name][-1][0]} for name in names}
     text = report(results, curves, args.minutes)
     print(text)
     (out / "comparison.md").write_text(text + "\n")
     (out / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_curves(curves, out / "curves.png")
-    face_grid({name: out / name / "model" for name in RUNS}, args.data, out / "faces.png")
+    face_grid({name: out / name / "model" for name in names}, args.data, out / "faces.png")
     print(f"wrote {out}/comparison.md, curves.png, faces.png")
     return 0
 
@@ -113,7 +124,7 @@ def main() -> int:
 def train_all(args: argparse.Namespace, out: Path) -> bool:
     """Run every model's training, each on its own core, at most `cores` at once."""
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= args.cores
-    pending, running, failed = list(RUNS), {}, []
+    pending, running, failed = list(args.train), {}, []
     while pending or running:
         free = [core for core in range(args.cores) if core not in running.values()]
         while pending and free:
@@ -167,7 +178,7 @@ def lookup(metrics: dict, path: str):
 
 
 def report(results: dict, curves: dict, minutes: float) -> str:
-    names = list(RUNS)
+    names = list(results)  # ours first, as in RUNS
     lines = [
         f"Each model trained on one CPU core for the minutes shown (budget {minutes:g}) "
         "by `python benchmarks/compare.py`, evaluated on the LFW test split.",
