@@ -105,7 +105,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only and not train_all(args, out):
         return 1
-    names = [name for name in RUNS if (out / name / "model").is_dir()]
+    names = found_runs(out)
     if "ours" not in names:
         print(f"error: no finished run of ours in {out}; train it (--train ours)", file=sys.stderr)
         return 1
@@ -145,6 +145,11 @@ def train_all(args: argparse.Namespace, out: Path) -> bool:
     for command in failed:
         print(f"error: training failed: {' '.join(map(str, command))}; see its log in {out}", file=sys.stderr)
     return not failed
+
+
+def found_runs(out: Path) -> list[str]:
+    """The runs in `out` that finished (they have a model folder), in RUNS's order: ours first."""
+    return [name for name in RUNS if (out / name / "model").is_dir()]
 
 
 def evaluate(name: str, args: argparse.Namespace, out: Path) -> dict:

@@ -328,3 +328,21 @@ def test_without_a_classifier_the_classifier_metrics_are_null(tiny_model, lfw_ro
     assert metrics["classifier"] is None and metrics["neg_iwae_nats"] is None
     assert all(metrics[key] is None for key in ("samples", "kept", "edits", "interpolation", "showcase"))
     assert len(metrics["kl_per_dim"]) == 8
+
+
+def test_compare_reports_the_runs_it_finds(tmp_path, monkeypatch):
+    """A new "ours" meets baselines trained before: the report takes every finished run in the folder."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from compare import found_runs, report
+
+    for name in ("seed_mlp", "ours"):
+        (tmp_path / name / "model").mkdir(parents=True)
+    (tmp_path / "seed").mkdir()  # unfinished: no model yet
+    assert found_runs(tmp_path) == ["ours", "seed_mlp"]
+
+    results = {"ours": {"minutes": 90, "psnr": 29.5}, "seed_mlp": {"minutes": 90, "psnr": 18.6}}
+    curves = {"ours": [(2.0, 22.0), (4.0, 23.6)], "seed_mlp": [(3.0, 17.0), (90.0, 18.5)]}
+    text = report(results, curves, 90)
+    assert "| | ours | seed MLP VAE |" in text and "seed conv VAE" not in text
+    assert "| test PSNR (dB) ↑ | 29.50 | 18.60 |" in text
+    assert "final val PSNR (18.50 dB) after 2 minutes" in text
