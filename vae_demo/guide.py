@@ -35,7 +35,7 @@ KEPT = "Male"  # the call a held edit keeps
 HELD_GLASSES_STRENGTH = 1.75
 # A face's own strength is the least of these at which the guide sees the attribute in the held
 # edit with P > SEEN. Chosen on 400 val faces without glasses (93.2% called glasses by the
-# judge, 4.2% male flips; SEEN 0.6: 90.2% / 4.5%, 0.7: 94.8% / 4.8%) and the same on all 985
+# judge, 4.2% male flips; SEEN 0.6: 90.2% / 4.5%, 0.7: 94.8% / 4.8%); the choice stands on all 985
 # (93.1% / 5.3%; 0.6: 90.9% / 5.6%, 0.7: 94.9% / 5.7%; EXPERIMENTS.md, "Each face's own strength").
 OWN_STRENGTH_GRID = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 SEEN = 0.65
