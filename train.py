@@ -39,11 +39,12 @@ from tqdm import tqdm
 from vae_demo.baselines import SeedConvVAE, SeedMLPVAE
 from vae_demo.card import write_model_card
 from vae_demo.classifier import load_local
-from vae_demo.data import DataError, EpochSampler, FaceData, load_split
+from vae_demo.data import DataError, EpochSampler, FaceData, balanced_weights, load_split
 from vae_demo.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from vae_demo.evaluate import evaluate, fit_latent_stats, model_pass, ssim, summarize
 from vae_demo.hub import PublishError, load_model, publish
 from vae_demo.images import uint8_to_float
+from vae_demo.latent_stats import confounder_strata
 from vae_demo.model import ConvVAE, HubVAE, WeightsError
 from vae_demo.objective import ElboTerms, kl_warmup, negative_elbo
 
@@ -56,6 +57,7 @@ class TrainConfig:
     image_size: int = 128  # side of the square face crops
     max_train_images: int = 0  # use only the first N training images (0: all); for smoke tests
     flip: bool = True  # random horizontal flips (faces are nearly symmetric)
+    balance: tuple[str, ...] = ()  # draw attribute combinations (Eyeglasses Male) by their counts' square roots
     # model
     arch: str = "conv"  # "conv" (ours), "seed" or "seed_mlp" (the seed tutorials' conv and MLP VAEs)
     channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder widths, one per halving (128 px -> 8 px)
@@ -124,7 +126,8 @@ def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type.startswith("tuple"):
-            parser.add_argument(flag, type=int, nargs="+", default=default, help=help_text)
+            item = str if f.type.startswith("tuple[str") else int
+            parser.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
         else:
             parser.add_argument(flag, type=type(f.default), default=default, help=help_text)
     return parser
@@ -323,6 +326,7 @@ def train(cfg: TrainConfig) -> Path | None:
     val_data = load_split(cfg.data, "val", cfg.image_size) if rt.is_main else None
     if len(train_data) < cfg.batch_size * rt.world_size:
         raise DataError(f"the train split has {len(train_data)} images, fewer than one batch per process")
+    weights = _balanced_weights(train_data, cfg.balance) if cfg.balance else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     # channels_last: faster convolutions on CUDA (tensor cores) and measurably on the CPU too
@@ -418,7 +422,7 @@ def train(cfg: TrainConfig) -> Path | None:
         epoch = state["epoch"]
         done_in_epoch = state["step"] - epoch * steps_per_epoch
         sampler = EpochSampler(
-            len(train_data), cfg.seed, epoch, rt.rank, rt.world_size, skip=done_in_epoch * cfg.batch_size
+            len(train_data), cfg.seed, epoch, rt.rank, rt.world_size, done_in_epoch * cfg.batch_size, weights
         )
         batches = _batches(train_data.images, sampler, cfg, rt)
         bar = tqdm(
@@ -565,6 +569,14 @@ def _head(data: FaceData, n: int) -> FaceData:
         paths=data.paths[:n],
         frame_light=None if data.frame_light is None else data.frame_light[:n],
     )
+
+
+def _balanced_weights(data: FaceData, names: tuple[str, ...]) -> torch.Tensor:
+    missing = [name for name in names if name not in data.attributes]
+    if missing:
+        known = ", ".join(sorted(data.attributes)) or "none"
+        raise DataError(f"--balance: the collection has no attribute {', '.join(missing)} (it has: {known})")
+    return balanced_weights(confounder_strata(data.attributes, list(names)))
 
 
 def _batches(images: torch.Tensor, sampler: EpochSampler, cfg: TrainConfig, rt: Runtime):

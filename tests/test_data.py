@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import draw_face
 
-from vae_demo.data import DataError, EpochSampler, load_split
+from vae_demo.data import DataError, EpochSampler, balanced_weights, load_split
 
 
 def test_lfw_layout_splits_labels_and_frame_colours(lfw_root):
@@ -79,3 +79,26 @@ def test_epoch_sampler_is_a_deterministic_sharded_permutation():
     shards = [EpochSampler(10, 1, 0, rank=r, world_size=2).indices() for r in (0, 1)]
     assert shards[0] + shards[1] == full and len(shards[0]) == 5
     assert EpochSampler(10, 1, 0, skip=4).indices() == full[4:]
+
+
+def test_balanced_weights_draw_each_stratum_by_the_square_root_of_its_size():
+    strata = torch.tensor([0] * 900 + [1] * 100 + [2] * 4)  # shares 30 : 10 : 2
+    weights = balanced_weights(strata)
+    shares = torch.stack([weights[strata == s].sum() for s in range(3)])
+    torch.testing.assert_close(shares, torch.tensor([30.0, 10.0, 2.0]) / 42)
+    assert weights[strata == 2].unique().numel() == 1  # equal within a stratum
+
+    drawn = torch.tensor(EpochSampler(len(strata), seed=3, epoch=0, weights=weights).indices())
+    assert len(drawn) == len(strata)
+    assert abs((strata[drawn] == 2).float().mean().item() - 2 / 42) < 0.02  # 0.4% of the photos, 5% of the draws
+
+
+def test_a_weighted_epoch_sampler_is_deterministic_sharded_and_resumable():
+    weights = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0])
+    full = EpochSampler(10, seed=1, epoch=0, weights=weights).indices()
+    assert full == EpochSampler(10, seed=1, epoch=0, weights=weights).indices()
+    assert full != EpochSampler(10, seed=1, epoch=1, weights=weights).indices()
+    assert full.count(9) > 1  # drawn with replacement
+    shards = [EpochSampler(10, 1, 0, rank=r, world_size=2, weights=weights).indices() for r in (0, 1)]
+    assert shards[0] + shards[1] == full
+    assert EpochSampler(10, 1, 0, skip=4, weights=weights).indices() == full[4:]

@@ -91,10 +91,15 @@ def test_the_seed_baselines_train_through_the_same_script(lfw_root, tmp_path, ar
     assert model.latent_stats is not None and "Eyeglasses" in model.latent_stats.directions
 
 
-@pytest.mark.parametrize("term", [[], ["--adv-weight", "0.05"]], ids=["elbo", "with-discriminator"])
+@pytest.mark.parametrize(
+    "term",
+    [[], ["--adv-weight", "0.05"], ["--balance", "Eyeglasses", "Male"]],
+    ids=["elbo", "with-discriminator", "balanced-draws"],
+)
 def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, tmp_path, term):
     # Bit for bit on the CPU; CUDA's convolution kernels are not deterministic run to run. With
-    # the adversarial term the discriminator and its optimiser must come back too.
+    # the adversarial term the discriminator and its optimiser must come back too; with balanced
+    # draws, the same draws.
     args = ["--data", str(lfw_root), "--epochs", "3", "--checkpoint-every", "2", "--device", "cpu", *COMMON, *term]
     unbroken = run_train([*args, "--out", str(tmp_path / "unbroken")], timeout=600)
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
@@ -117,7 +122,7 @@ def test_resume_after_sigkill_gives_the_same_model_as_an_unbroken_run(lfw_root, 
     assert not (killed_dir / "model").exists(), "the run finished before it was killed"
     checkpoint = torch.load(killed_dir / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["step"] < 18  # 3 epochs of 96 / 16 = 6 steps
-    assert ("discriminator" in checkpoint) == bool(term)
+    assert ("discriminator" in checkpoint) == ("--adv-weight" in term)
 
     resumed = run_train([*args, "--out", str(killed_dir), "--resume"], timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -333,6 +338,13 @@ def test_missing_data_folder_is_a_message_not_a_traceback(tmp_path):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], timeout=300)
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_balancing_by_an_unknown_attribute_is_a_message_not_a_traceback(lfw_root, tmp_path):
+    result = run_train(["--data", str(lfw_root), "--out", str(tmp_path), *COMMON, "--balance", "Glasses"], timeout=300)
+    assert result.returncode == 1
+    assert "--balance: the collection has no attribute Glasses (it has: Eyeglasses, Male" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_code_that_does_not_fit_the_grid_is_a_message_not_a_traceback(lfw_root, tmp_path):
