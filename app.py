@@ -25,8 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from gradio import processing_utils  # noqa: E402
 
-from vae_demo.classifier import load_local  # noqa: E402
-from vae_demo.guide import GUIDE_DIR  # noqa: E402
+from vae_demo.guide import GUIDE_DIR, load_guide  # noqa: E402
 from vae_demo.hub import ModelChoice, load_with_fallback  # noqa: E402
 from vae_demo.images import ImageError, unreadable  # noqa: E402
 from vae_demo.studio import DIRECTION_LABELS, EDIT_RANGE, MAX_SAMPLES, Studio  # noqa: E402
@@ -132,7 +131,7 @@ def photo(upload: str | None, example: str | None) -> str:
 
 def build_app(choice: ModelChoice) -> gr.Blocks:
     write_image_cache_atomically()
-    studio = Studio(choice.model, guide=load_local(GUIDE_DIR, "the sliders cannot keep the sex call"))
+    studio = Studio(choice.model, guide=load_guide(GUIDE_DIR, "the sliders cannot keep the sex call"))
     examples = [(e.label, e.name) for e in studio.examples]
     wearers = [(e.label, e.name) for e in studio.examples if e.glasses and e.frame != "sunglasses"]
     darks, lights = studio.example_names(frame="dark"), studio.example_names(frame="light")
@@ -360,7 +359,7 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                         interactive=studio.can_hold,
                         label="Keep the sex call",
                         info=(
-                            "A second classifier steers the edit along Male until it reads the same sex as before: "
+                            "Six classifiers, averaged, steer the edit along Male until they read the same sex as before: "
                             "drawn glasses alone turn about 1 face in 10 in a classifier's eyes."
                             if studio.can_hold
                             else "Needs the guide classifier (assets/guide) and a Male direction."

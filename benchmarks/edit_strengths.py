@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import dark_framed, edit_effect, faces_without, posterior, showcase_metrics  # noqa: E402
-from vae_demo.guide import OWN_STRENGTH_GRID, SEEN, own_strengths  # noqa: E402
+from vae_demo.guide import OWN_STRENGTH_GRID, SEEN, load_guide, own_strengths  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.studio import Studio  # noqa: E402
 
@@ -80,7 +80,8 @@ def main() -> int:
     parser.add_argument(
         "--guide",
         default="assets/guide",
-        help="second classifier, which steers the held glasses edits ('' skips them; default: %(default)s)",
+        help="the guide that steers the held glasses edits: a classifier's folder, or a folder of several, "
+        "averaged ('' skips them; default: %(default)s)",
     )
     parser.add_argument(
         "--seen",
@@ -110,7 +111,7 @@ def main() -> int:
 
     without = faces_without(data, "Eyeglasses", args.faces)
     male = data.attributes["Male"][without] if "Male" in data.attributes else None
-    guide = load_local(args.guide, "no held edits") if args.guide else None
+    guide = load_guide(args.guide, "no held edits") if args.guide else None
     plain = f"Glasses edit on {len(without)} {args.split} faces without glasses ({args.model})"
     held = f"Held glasses edit, steered by {args.guide}, on the same faces"
     for title, steer in ((plain, None), (held, guide)):

@@ -25,10 +25,9 @@ from torchvision.utils import save_image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vae_demo.classifier import load_local  # noqa: E402
 from vae_demo.data import load_split  # noqa: E402
 from vae_demo.evaluate import EDIT_ABSENT, GLASSES_CONFIDENT, posterior  # noqa: E402
-from vae_demo.guide import GUIDE_DIR, HELD_GLASSES_STRENGTH, held_edit, own_strengths  # noqa: E402
+from vae_demo.guide import GUIDE_DIR, HELD_GLASSES_STRENGTH, held_edit, load_guide, own_strengths  # noqa: E402
 from vae_demo.hub import load_model  # noqa: E402
 from vae_demo.images import uint8_to_float  # noqa: E402
 from vae_demo.latents import edit, interpolate  # noqa: E402
@@ -71,7 +70,7 @@ def main() -> int:
         glasses = model.latent_stats.directions["Eyeglasses"]
         rows = [model.decode(edit(z, glasses, strength)) for strength in (0.0, 1.0, 1.5)]
         save_image(torch.cat(rows), out / "glasses_edit.png", nrow=n, padding=2, pad_value=1.0)
-        guide = load_local(GUIDE_DIR, "no glasses_held.png")
+        guide = load_guide(GUIDE_DIR, "no glasses_held.png")
         if guide is not None:
             strengths = {"Eyeglasses": HELD_GLASSES_STRENGTH}
             rows = [rows[0], model.decode(edit(z, glasses, HELD_GLASSES_STRENGTH))]

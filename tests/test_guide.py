@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from vae_demo.classifier import AttributeClassifier
 from vae_demo.evaluate import edit_effect
-from vae_demo.guide import held_edit, own_strengths
+from vae_demo.guide import Committee, held_edit, load_guide, own_strengths
 from vae_demo.images import ImageError
 from vae_demo.latent_stats import LatentStats
 from vae_demo.model import HubVAE
@@ -95,3 +96,49 @@ def test_the_studio_finds_a_face_its_own_strength_only_with_a_guide():
     assert Studio(Painter(), examples=[], guide=GlassesLookMale()).own_strength(face) == 1.0
     with pytest.raises(ImageError, match="guide"):
         Studio(Painter(), examples=[]).own_strength(face)
+
+
+def test_a_committee_reads_the_mean_of_its_members_logits(tmp_path):
+    torch.manual_seed(0)
+    members = [AttributeClassifier(channels=(4, 4, 4, 4)) for _ in range(3)]
+    for seed, member in zip((1, 3, 4), members, strict=True):
+        member.save_pretrained(tmp_path / "guide" / f"seed{seed}")
+    (tmp_path / "guide" / "README.md").write_text("what the committee is")  # not a member
+    guide = load_guide(tmp_path / "guide", "no held edits")
+    assert isinstance(guide, Committee) and len(guide.members) == 3
+    pictures = torch.rand(5, 3, 128, 128)
+    mean = torch.stack([m.logits(pictures) for m in members]).mean(0)
+    assert torch.allclose(guide.logits(pictures), mean, atol=1e-5)
+    assert torch.allclose(guide.predict(pictures), torch.sigmoid(mean), atol=1e-5)
+    assert guide.attributes == members[0].attributes
+
+
+def test_a_folder_of_one_classifier_is_a_guide_and_an_empty_one_says_what_goes_without(tmp_path, capsys):
+    AttributeClassifier(channels=(4, 4, 4, 4)).save_pretrained(tmp_path / "one")
+    assert isinstance(load_guide(tmp_path / "one", "no held edits"), AttributeClassifier)
+    (tmp_path / "empty").mkdir()
+    assert load_guide(tmp_path / "empty", "no held edits") is None
+    assert load_guide(tmp_path / "missing", "no held edits") is None
+    assert capsys.readouterr().err.count("no held edits") == 2
+
+
+def test_a_committee_refuses_members_that_read_different_attributes():
+    with pytest.raises(ValueError, match="same attributes"):
+        Committee([AttributeClassifier(channels=(4, 4, 4, 4)), AttributeClassifier(("Male",), (4, 4, 4, 4))])
+    with pytest.raises(ValueError, match="at least one"):
+        Committee([])
+
+
+def test_the_bundled_guide_is_a_committee_of_six_that_steers_a_held_edit():
+    from vae_demo.guide import GUIDE_DIR
+    from vae_demo.hub import load_model
+
+    guide = load_guide(GUIDE_DIR, "no held edits")
+    assert isinstance(guide, Committee) and len(guide.members) == 6
+    model = load_model("assets/model")
+    z = model.latent_stats.mean[None].repeat(2, 1)
+    held = held_edit(model, guide, z, {"Eyeglasses": 1.75})
+    moved = held - (z + 1.75 * model.latent_stats.directions["Eyeglasses"])
+    male = model.latent_stats.directions["Male"]
+    along = moved @ male / male.dot(male)  # what the hold added: a multiple of the Male direction, within reach 1
+    assert torch.allclose(moved, along[:, None] * male, atol=1e-4) and (along.abs() <= 1 + 1e-5).all()

@@ -31,7 +31,16 @@ import torch.nn.functional as F
 
 from vae_demo.classifier import AttributeClassifier, load_local
 from vae_demo.data import DataError, FaceData, load_split
-from vae_demo.guide import HELD_GLASSES_STRENGTH, KEPT, OWN_STRENGTH_GRID, SEEN, held_edit, own_strengths
+from vae_demo.guide import (
+    HELD_GLASSES_STRENGTH,
+    KEPT,
+    OWN_STRENGTH_GRID,
+    SEEN,
+    Guide,
+    held_edit,
+    load_guide,
+    own_strengths,
+)
 from vae_demo.images import EYE_BAND, eye_band, uint8_to_float
 from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import edit, interpolate
@@ -429,7 +438,7 @@ def edit_effect(
     batch_size: int,
     reference: torch.Tensor | None = None,
     male_labels: torch.Tensor | None = None,
-    guide: AttributeClassifier | None = None,
+    guide: Guide | None = None,
 ) -> dict:
     """How often an edit along `attribute`'s direction makes the classifier call it, flips sex, keeps glasses.
 
@@ -444,7 +453,7 @@ def edit_effect(
             already computed.
         male_labels: P(Male) in the data (N,), NaN where unknown; without it the
             `male_wrong_*` shares are None.
-        guide: A second classifier that holds the edit's Male logit (`guide.held_edit`);
+        guide: The classifier or committee that holds the edit's Male logit (`guide.held_edit`);
             without it the plain edit z + strength * direction.
     """
     names = classifier.attributes
@@ -514,7 +523,7 @@ def edit_metrics(
     mu: torch.Tensor,
     strength: float,
     batch_size: int = 128,
-    guide: AttributeClassifier | None = None,
+    guide: Guide | None = None,
 ) -> dict:
     """Add glasses and a smile to faces without, and lighten dark frames; see `edit_effect`.
 
@@ -715,7 +724,7 @@ def extended_metrics(
     seed: int = 0,
     batch_size: int = 128,
     codes: tuple[torch.Tensor, torch.Tensor] | None = None,
-    guide: AttributeClassifier | None = None,
+    guide: Guide | None = None,
 ) -> dict:
     """The expensive metrics, for `python -m vae_demo.evaluate` (train.py does not run them).
 
@@ -731,7 +740,7 @@ def extended_metrics(
         seed: Of every random draw here.
         batch_size: Images (or codes) per forward pass.
         codes: The split's posterior means and log-variances, if already computed.
-        guide: The second classifier that steers held edits (`vae_demo.guide`); without one
+        guide: The classifier or committee that steers held edits (`vae_demo.guide`); without one
             there are no "glasses_held" and "glasses_own_strength" edits.
 
     Returns:
@@ -821,7 +830,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the metrics JSON here too")
     parser.add_argument("--iwae-k", type=int, default=64, help="importance samples for the IWAE bound (0: skip)")
     parser.add_argument("--classifier", default="assets/classifier", help="attribute classifier folder")
-    parser.add_argument("--guide", default="assets/guide", help="second classifier, which steers held edits")
+    parser.add_argument(
+        "--guide",
+        default="assets/guide",
+        help="the guide that steers held edits: one classifier, or a folder of several",
+    )
     parser.add_argument("--samples", type=int, default=2000, help="random faces per sampler setting")
     parser.add_argument("--pairs", type=int, default=200, help="random pairs of faces for interpolation paths")
     parser.add_argument("--kl-plot", default=None, help="write a PNG of the KL per latent dimension here")
@@ -855,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.batch_size,
         codes=(result.mu, result.logvar),
-        guide=load_local(args.guide, "no held edits", model.device) if classifier is not None else None,
+        guide=load_guide(args.guide, "no held edits", model.device) if classifier is not None else None,
     )
     metrics["classifier"] = args.classifier if classifier is not None else None
     if args.kl_plot:

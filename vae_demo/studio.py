@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from vae_demo.classifier import AttributeClassifier
 from vae_demo.evaluate import psnr
-from vae_demo.guide import KEPT, held_edit, own_strengths
+from vae_demo.guide import KEPT, Guide, held_edit, own_strengths
 from vae_demo.images import FaceCrop, ImageError, face_crop, open_image, pil_to_tensor, tensor_to_pil
 from vae_demo.latent_stats import LatentStats
 from vae_demo.latents import arithmetic, edit, interpolate, lerp, slerp
@@ -114,7 +113,7 @@ class Studio:
         model: HubVAE,
         examples: list[Example] | None = None,
         cache_size: int = 256,
-        guide: AttributeClassifier | None = None,
+        guide: Guide | None = None,
     ):
         self.model = model.eval()
         self.guide = guide  # steers held edits (vae_demo/guide.py); None: plain edits only
