@@ -359,8 +359,8 @@ def build_app(choice: ModelChoice) -> gr.Blocks:
                         interactive=studio.can_hold,
                         label="Keep the sex call",
                         info=(
-                            "Six classifiers, averaged, steer the edit along Male until they read the same sex as before: "
-                            "drawn glasses alone turn about 1 face in 10 in a classifier's eyes."
+                            "Six classifiers steer the edit along Male until, averaged, they read the same sex "
+                            "as before: drawn glasses alone turn about 1 face in 10 in a classifier's eyes."
                             if studio.can_hold
                             else "Needs the guide classifier (assets/guide) and a Male direction."
                         ),
