@@ -201,8 +201,8 @@ tags:
 A small convolutional network from vae_demo (Face VAE Studio) that reads {", ".join(names)}
 from an aligned face crop. vae_demo measures its VAEs' samples, edits and interpolation paths
 with it, and a committee of twins, each trained with a seed of its own, steers the held
-edits. Its penultimate activations ({model.head[-1].in_features} numbers) are the feature space for the evaluation's
-Frechet distance and precision/recall: our own features, not Inception's, so those figures
+edits. Its penultimate activations ({model.head[-1].in_features} numbers) are the feature
+space for the evaluation's Frechet distance and precision/recall: our own features, not Inception's, so those figures
 compare models within vae_demo only.
 
 ```python

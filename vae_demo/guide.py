@@ -23,6 +23,7 @@ classifier is a guide too.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -81,12 +82,12 @@ def load_guide(folder: str | Path | None, without: str, device: torch.device | s
 
     None, with a note on stderr saying what goes `without` it, where the folder holds neither.
     """
-    folder = Path(folder) if folder else None
-    if folder is None or (folder / "config.json").is_file() or not folder.is_dir():
+    if not folder or not Path(folder).is_dir() or (Path(folder) / "config.json").is_file():
         return load_local(folder, without, device)
-    members = sorted(p for p in folder.iterdir() if (p / "config.json").is_file())
+    members = sorted(p for p in Path(folder).iterdir() if (p / "config.json").is_file())
     if not members:
-        return load_local(None, without, device)
+        print(f"no classifier in {folder} or its subfolders: {without}", file=sys.stderr)
+        return None
     return Committee([load_local(p, without, device) for p in members])
 
 
